@@ -1,0 +1,102 @@
+"""Audience in a real browser: paste keys into a new group, preview the unknown ones, confirm, see the members."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def _sign_in(page, role) -> None:
+    from tests.factories import PASSWORD, make_user
+
+    user = make_user(role)
+    page.goto("/login")
+    page.fill("input[name=email]", user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+
+
+def _subscribers(*keys: str) -> None:
+    from webadmin.extensions import db
+    from webadmin.models.audience import Subscriber
+
+    db.session.add_all(Subscriber(subscriber_key=key, display_name=key.split("@")[0].title()) for key in keys)
+    db.session.commit()
+
+
+def test_paste_keys_into_a_new_group_preview_confirm(page, live_app, artifacts, tmp_path):
+    from webadmin.models.user import Role
+
+    _subscribers("anna@example.com", "jan@example.com", "ola@example.com")
+    _sign_in(page, Role.MARKETER)
+    page.click("nav.wa-nav >> text=Audience")
+    page.wait_for_url("**/audience/")
+    page.click("#audience-tabs >> text=Groups")
+    page.fill("#audience-group-create input[name=name]", "Key customers")
+    page.click("#audience-group-create button[type=submit]")
+    page.wait_for_url("**/audience/groups/*")
+    assert page.locator("#audience-group-name").inner_text() == "Key customers"
+
+    page.fill("#audience-member-keys textarea[name=keys]", "Anna@example.com\njan@example.com\nghost@example.com")
+    page.click("#audience-member-keys button[type=submit]")
+    preview = page.locator("#audience-member-preview")
+    preview.locator("text=nothing has been written yet").wait_for()
+    assert "ghost@example.com" in page.locator("#audience-unknown-keys").inner_text()
+    assert "2 matched" in " ".join(preview.locator("#audience-preview-counts").inner_text().split())
+    assert page.locator("#audience-members-table").count() == 0  # nothing written yet
+    page.screenshot(path=str(artifacts / "audience-member-preview.png"), full_page=True)
+
+    page.click("#audience-confirm-members button[type=submit]")
+    page.locator("#audience-members-table").wait_for()
+    members = page.locator("#audience-members-table").inner_text()
+    assert "anna@example.com" in members and "jan@example.com" in members and "ghost@example.com" not in members
+    assert page.locator("#audience-group-count").inner_text() == "2"
+
+    # A CSV upload goes through the same preview (multipart, sent by htmx with a progress bar).
+    csv_file = tmp_path / "members.csv"
+    csv_file.write_text("subscriber_key\nola@example.com\nanna@example.com\n")
+    page.set_input_files("#audience-member-keys input[type=file]", str(csv_file))
+    page.click("#audience-member-keys button[type=submit]")
+    page.locator("#audience-confirm-members").wait_for()
+    counts = " ".join(page.locator("#audience-preview-counts").inner_text().split())
+    assert "2 matched (1 already in the group)" in counts
+    page.click("#audience-confirm-members button[type=submit]")
+    page.locator("text=Added 1 members").wait_for()
+    assert page.locator("#audience-group-count").inner_text() == "3"
+    assert page.console_errors == []
+
+
+def test_live_search_swaps_results_and_fits_a_phone(page, live_app, artifacts):
+    from webadmin.models.user import Role
+
+    _subscribers("anna@example.com", "jan@example.com")
+    page.set_viewport_size({"width": 390, "height": 844})
+    _sign_in(page, Role.VIEWER)
+    page.goto("/audience/")
+    page.fill("#audience-q", "ja")
+    page.wait_for_url("**/audience/?*q=ja*")
+    results = page.locator("#audience-subscriber-results")
+    assert "jan@example.com" in results.inner_text() and "anna@example.com" not in results.inner_text()
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0
+    page.screenshot(path=str(artifacts / "audience-search-390px.png"), full_page=True)
+    assert page.console_errors == []
+
+
+def test_a_paste_too_large_for_one_request_says_so(page, live_app):
+    from webadmin.models.user import Role
+
+    _sign_in(page, Role.MARKETER)
+    page.goto("/audience/groups")
+    page.fill("#audience-group-create input[name=name]", "Huge")
+    page.click("#audience-group-create button[type=submit]")
+    page.wait_for_url("**/audience/groups/*")
+    huge = "\n".join(f"someone-{n:06d}@example.com" for n in range(25_000))  # over the 500 kB form field limit
+    page.eval_on_selector("#audience-member-keys textarea[name=keys]", "(el, text) => { el.value = text; }", huge)
+    page.click("#audience-member-keys button[type=submit]")
+    message = page.locator("#audience-member-keys [data-upload-error]")
+    message.wait_for()
+    assert "paste fewer keys, or upload them as a file" in message.inner_text()
+    assert [e for e in page.console_errors if "413" not in e] == []

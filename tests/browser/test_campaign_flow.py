@@ -1,0 +1,113 @@
+"""Compose → send to a group through the Simulator → progress 100% → the phone shows it → tap opens the offer;
+schedule then cancel; a viewer sees no send buttons and a forged POST is refused."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.factories import PASSWORD, make_app, make_group, make_subscriber, make_user
+from webadmin.crypto import encrypt_credentials
+from webadmin.extensions import db
+from webadmin.models.campaign import Campaign, Channel
+from webadmin.models.offer import Offer
+from webadmin.models.types import utcnow
+from webadmin.models.user import Role
+from webadmin.services.audience import DeviceRegistration, register_device
+
+pytestmark = pytest.mark.browser
+
+
+def _sign_in(page, role):
+    user = make_user(role)
+    page.goto("/login")
+    page.fill("input[name=email]", user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+    return user
+
+
+def _simulated_audience(live_app):
+    live_app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    push_app = make_app("Nibs", scheme="nibs")
+    for platform in ("android", "ios", "web"):
+        db.session.add(Channel(app_id=push_app.id, platform=platform, backend="simulator", name=platform,
+                               credentials_encrypted=encrypt_credentials({})))
+    alice = make_subscriber("alice@example.com")
+    make_subscriber("bob@example.com")
+    register_device(push_app, "sim-ios-alice", DeviceRegistration(platform="ios", subscriber_key="alice@example.com"))
+    register_device(push_app, "sim-android-bob", DeviceRegistration(platform="android",
+                                                                    subscriber_key="bob@example.com"))
+    group = make_group("Key customers", [alice])
+    offer = Offer(app_id=push_app.id, name="Chocolate Week", deep_link="nibs://offers/1")
+    db.session.add(offer)
+    db.session.commit()
+    return push_app, group, offer
+
+
+def test_compose_send_to_group_and_tap_on_the_simulated_phone(page, live_app):
+    _, group, offer = _simulated_audience(live_app)
+    _sign_in(page, Role.MARKETER)
+    page.goto(f"/compose/?offer_id={offer.id}")
+    assert page.input_value("textarea[name=text]") == "Exclusive Offer: Chocolate Week"
+    page.check("input[name=target][value=groups]")
+    page.select_option("select[name=group_ids]", str(group.id))
+    page.wait_for_function("document.querySelector('#compose-count strong')?.textContent === '1'")
+    page.click("text=Review and confirm")
+    page.wait_for_selector("#campaigns-confirm")
+    assert "go to 1 device(s)" in page.inner_text("#campaigns-confirm")
+    page.click("text=Send now to 1 devices")
+    page.wait_for_selector("#campaigns-progress [data-status=sent]")
+    assert "(100.0%)" in page.inner_text("#campaigns-progress")
+
+    page.goto("/simulator/")
+    page.click("text=sim-ios-alice")
+    page.wait_for_selector(".wa-notification")
+    assert "Exclusive Offer: Chocolate Week" in page.inner_text("#simulator-inbox")
+    page.click(".wa-notification")
+    page.wait_for_selector("#simulator-route")
+    assert page.inner_text("#simulator-route") == "nibs://offers/1"
+    page.click("#simulator-target")
+    page.wait_for_url(f"**/offers/{offer.id}")
+    assert "Chocolate Week" in page.inner_text("h1")
+    db.session.expire_all()
+    assert db.session.scalar(select(Campaign)).opened == 1
+    assert page.console_errors == [], "\n".join(page.console_errors)
+
+
+def test_schedule_then_cancel(page, live_app):
+    push_app, _, _ = _simulated_audience(live_app)
+    _sign_in(page, Role.MARKETER)
+    page.goto("/compose/")
+    page.fill("textarea[name=text]", "See you tomorrow")
+    page.check("input[name=when][value=later]")
+    page.fill("input[name=date]", (utcnow() + timedelta(days=1)).date().isoformat())
+    page.fill("input[name=time]", "10:00")
+    page.select_option("select[name=time_zone]", "Europe/Warsaw")
+    page.click("text=Review and confirm")
+    page.wait_for_selector("#campaigns-confirm")
+    page.click("#campaigns-confirm button:has-text('Schedule')")
+    page.wait_for_selector("#campaigns-progress [data-status=scheduled]")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#campaigns-controls button:has-text('Cancel')")
+    page.wait_for_selector("#campaigns-progress [data-status=cancelled]")
+    assert page.console_errors == []
+
+
+def test_viewer_sees_no_send_buttons_and_forged_post_is_refused(page, live_app):
+    push_app, _, _ = _simulated_audience(live_app)
+    campaign = Campaign(app_id=push_app.id, text="draft", audience={"type": "all"})
+    db.session.add(campaign)
+    db.session.commit()
+    _sign_in(page, Role.VIEWER)
+    page.goto(f"/campaigns/{campaign.id}")
+    assert page.locator("text=Send now").count() == 0
+    assert page.locator("a:has-text('Compose')").count() == 0
+    token = page.evaluate("JSON.parse(document.body.getAttribute('hx-headers'))['X-CSRFToken']")
+    forged = page.request.post(f"/campaigns/{campaign.id}/send", form={"csrf_token": token}, max_redirects=0)
+    assert forged.status == 403
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign.id).status == "draft"

@@ -1,0 +1,81 @@
+"""Plain `make_*` factories for tests."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+from werkzeug.security import generate_password_hash
+
+from webadmin.extensions import db
+from webadmin.models.user import Role, User
+
+PASSWORD = "correct horse battery staple"
+_counter = itertools.count(1)
+
+
+@functools.cache
+def _password_hash() -> str:
+    """Hash the shared test password once; scrypt is slow on purpose."""
+    return generate_password_hash(PASSWORD, method="scrypt")
+
+
+def make_user(role: Role | str = Role.MARKETER, email: str | None = None, active: bool = True) -> User:
+    """A staff account whose password is PASSWORD."""
+    user = User(
+        email=email or f"user{next(_counter)}@example.com",
+        role=Role(role).value,
+        active=active,
+        password_hash=_password_hash(),
+    )
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def make_app(name: str | None = None, scheme: str = "nibs"):
+    """An app."""
+    from webadmin.models.app import App
+
+    app = App(name=name or f"App {next(_counter)}", deep_link_scheme=scheme, platforms=["android", "ios", "web"])
+    db.session.add(app)
+    db.session.commit()
+    return app
+
+
+def make_subscriber(key: str | None = None, **fields):
+    """A subscriber."""
+    from webadmin.models.audience import Subscriber
+
+    subscriber = Subscriber(subscriber_key=key or f"s{next(_counter)}@example.com", **fields)
+    db.session.add(subscriber)
+    db.session.commit()
+    return subscriber
+
+
+def make_device(app, subscriber=None, platform: str = "android", token: str | None = None, **fields):
+    """A device of an app, optionally belonging to a subscriber."""
+    from webadmin.models.audience import Device
+
+    device = Device(
+        app_id=app.id,
+        subscriber_id=subscriber.id if subscriber else None,
+        platform=platform,
+        token=token or f"tok-{next(_counter)}",
+        **fields,
+    )
+    db.session.add(device)
+    db.session.commit()
+    return device
+
+
+def make_group(name: str | None = None, subscribers=()):
+    """A group with members."""
+    from webadmin.models.audience import Group, GroupMember
+
+    group = Group(name=name or f"Group {next(_counter)}")
+    db.session.add(group)
+    db.session.flush()
+    db.session.add_all(GroupMember(group_id=group.id, subscriber_id=s.id) for s in subscribers)
+    db.session.commit()
+    return group

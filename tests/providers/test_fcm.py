@@ -1,0 +1,397 @@
+"""FCM HTTP v1 backend against a local fake FCM + OAuth2 token server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from email.utils import formatdate
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+
+from webadmin.providers.base import (
+    ChannelAuthError,
+    ProviderOptions,
+    ProviderUnavailable,
+    PushMessage,
+    SendResult,
+)
+from webadmin.providers.fcm import FcmBackend
+
+from .fakes import (
+    FakeServer,
+    Recorded,
+    Responder,
+    counting,
+    dispatch,
+    free_port_url,
+    html_page,
+    reply,
+    reset,
+    sleep,
+    truncated_json,
+)
+
+SEND = "/v1/projects/demo-proj/messages:send"
+TOKEN = "/token"
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+
+def msg(i: int, token: str | None = None, **kw: Any) -> PushMessage:
+    """A push message with a fresh uuid."""
+    return PushMessage(message_id=i, uuid=str(uuid.uuid4()), token=token or f"tok{i}", platform="android",
+                       body=f"body {i}", **kw)
+
+
+def token_ok() -> Responder:
+    """OAuth2 token endpoint answering tok-1, tok-2, … in turn."""
+    counter = {"n": 0}
+
+    def responder(rec: Recorded) -> Any:
+        counter["n"] += 1
+        return reply({"access_token": f"tok-{counter['n']}", "expires_in": 3600, "token_type": "Bearer"})(rec)
+
+    return responder
+
+
+def sent(rec: Recorded) -> Any:
+    """FCM success answer naming the message after its token."""
+    return reply({"name": f"projects/demo-proj/messages/{rec.json['message']['token']}"})(rec)
+
+
+def fcm_error(status: int, state: str, message: str, details: list[dict[str, Any]] | None = None,
+              headers: dict[str, str] | None = None) -> Responder:
+    """A v1 error body."""
+    body = {"error": {"code": status, "message": message, "status": state, "details": details or []}}
+    return reply(body, status=status, headers=headers)
+
+
+def fcm_code(status: int, code: str, message: str = "failed", **kw: Any) -> Responder:
+    """A v1 error carrying a google.firebase.fcm.v1.FcmError errorCode."""
+    detail = {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}
+    state = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+             429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}[status]
+    return fcm_error(status, state, message, [detail], **kw)
+
+
+def by_token(table: dict[str, Responder], default: Responder = sent) -> Responder:
+    """Answer per FCM registration token."""
+    return dispatch(lambda rec: rec.json["message"]["token"], table, default)
+
+
+async def run_batch(service_account: dict[str, Any], messages: list[PushMessage], *send: Responder,
+                    token: Responder | None = None, **options: Any) -> tuple[FakeServer, list[SendResult]]:
+    """Send a batch through a fresh backend against a fresh fake; return the fake and the results."""
+    async with FakeServer() as srv:
+        srv.route("POST", TOKEN, token or token_ok())
+        srv.route("POST", SEND, *(send or (sent,)))
+        opts = ProviderOptions(endpoint=srv.url, auth_endpoint=srv.url + TOKEN,
+                               **{"timeout": 2.0, "concurrency": 8} | options)
+        backend = FcmBackend(service_account, opts)
+        try:
+            return srv, await backend.send_batch(messages)
+        finally:
+            await backend.close()
+
+
+def fake_options(srv: FakeServer) -> ProviderOptions:
+    """Options pointing at the fake (FCM and OAuth2 on the same server)."""
+    return ProviderOptions(endpoint=srv.url, auth_endpoint=srv.url + TOKEN)
+
+
+def by_id(results: list[SendResult]) -> dict[int, SendResult]:
+    """Results keyed by message id (and exactly one per message)."""
+    out = {r.message_id: r for r in results}
+    assert len(out) == len(results)
+    return out
+
+
+def test_success_requests_and_payload(service_account: dict[str, Any]) -> None:
+    messages = [msg(1, title="Hi", open_direct="app://offer/1", image_url="https://img/x.png", ttl=3600,
+                    data={"campaign": "c1", "n": "2"}), msg(2), msg(3)]
+    srv, results = asyncio.run(run_batch(service_account, messages))
+    res = by_id(results)
+    assert all(r.ok for r in results)
+    assert res[1].provider_message_id == "projects/demo-proj/messages/tok1"
+    sends = srv.calls(SEND)
+    assert len(sends) == 3 and len(srv.calls(TOKEN)) == 1
+    first = next(r for r in sends if r.json["message"]["token"] == "tok1")
+    assert first.headers["Authorization"] == "Bearer tok-1"
+    assert first.headers["Content-Type"].startswith("application/json")
+    m = first.json["message"]
+    u = messages[0].uuid
+    assert m["notification"] == {"title": "Hi", "body": "body 1", "image": "https://img/x.png"}
+    assert m["data"] == {"campaign": "c1", "n": "2", "openDirect": "app://offer/1"}
+    assert m["android"] == {"priority": "high", "ttl": "3600s", "notification": {"tag": u}}
+    assert m["apns"]["headers"]["apns-collapse-id"] == u
+    assert abs(int(m["apns"]["headers"]["apns-expiration"]) - (time.time() + 3600)) < 60
+    assert m["apns"]["payload"]["aps"]["mutable-content"] == 1
+    assert m["apns"]["fcm_options"] == {"image": "https://img/x.png"}
+    assert m["webpush"]["headers"] == {"TTL": "3600", "Topic": u.replace("-", "")}
+    assert m["webpush"]["notification"] == {"tag": u}
+    plain = next(r for r in sends if r.json["message"]["token"] == "tok2").json["message"]
+    assert "data" not in plain and "ttl" not in plain["android"] and "TTL" not in plain["webpush"]["headers"]
+    assert all(isinstance(v, str) for v in m["data"].values())
+
+
+def test_token_request_is_a_signed_jwt_grant(service_account: dict[str, Any], rsa_key: Any) -> None:
+    srv, _ = asyncio.run(run_batch(service_account, [msg(1)]))
+    form = srv.calls(TOKEN)[0].form
+    assert form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    # google-auth always puts Google's token endpoint in `aud`, whatever token_uri is
+    claims = jwt.decode(form["assertion"], rsa_key.public_key(), algorithms=["RS256"],
+                        audience="https://oauth2.googleapis.com/token")
+    assert claims["iss"] == service_account["client_email"] and claims["scope"] == SCOPE
+
+
+def test_token_is_cached_between_batches(service_account: dict[str, Any]) -> None:
+    async def scenario() -> FakeServer:
+        async with FakeServer() as srv:
+            srv.route("POST", TOKEN, token_ok())
+            srv.route("POST", SEND, sent)
+            backend = FcmBackend(service_account, fake_options(srv))
+            try:
+                await backend.send_batch([msg(1)])
+                await backend.send_batch([msg(2)])
+            finally:
+                await backend.close()
+            return srv
+
+    srv = asyncio.run(scenario())
+    assert len(srv.calls(TOKEN)) == 1 and len(srv.calls(SEND)) == 2
+
+
+@pytest.mark.parametrize(("responder", "flags"), [
+    (fcm_code(404, "UNREGISTERED", "Requested entity was not found."), {"token_invalid": True}),
+    (fcm_code(403, "SENDER_ID_MISMATCH", "SenderId mismatch"), {"token_invalid": True}),
+    (fcm_code(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token"),
+     {"token_invalid": True}),
+    (fcm_error(400, "INVALID_ARGUMENT", "Invalid value", [
+        {"@type": "type.googleapis.com/google.rpc.BadRequest",
+         "fieldViolations": [{"field": "message.token", "description": "Invalid token"}]}]),
+     {"token_invalid": True}),
+    (fcm_error(400, "INVALID_ARGUMENT", "Invalid value at 'message.data[0].value' (TYPE_STRING), 12", [
+        {"@type": "type.googleapis.com/google.rpc.BadRequest",
+         "fieldViolations": [{"field": "message.data[0].value", "description": "Invalid value"}]}]),
+     {"payload_error": True}),
+    (fcm_code(401, "THIRD_PARTY_AUTH_ERROR", "APNs certificate invalid"), {"channel_error": True}),
+], ids=["unregistered", "sender-mismatch", "invalid-token", "token-field", "payload", "third-party-auth"])
+def test_per_token_errors(service_account: dict[str, Any], responder: Responder,
+                          flags: dict[str, bool]) -> None:
+    srv, results = asyncio.run(run_batch(service_account, [msg(1, "bad"), msg(2)],
+                                         by_token({"bad": responder})))
+    res = by_id(results)
+    assert res[2].ok
+    bad = res[1]
+    assert not bad.ok and not bad.retryable
+    for name in ("token_invalid", "payload_error", "channel_error"):
+        assert getattr(bad, name) == flags.get(name, False), name
+    assert len(srv.calls(TOKEN)) == 1  # no refresh for per-token errors (even 401/403 ones)
+
+
+def test_retryable_errors_with_retry_after(service_account: dict[str, Any]) -> None:
+    when = formatdate(time.time() + 120, usegmt=True)
+    table = {
+        "quota": fcm_code(429, "QUOTA_EXCEEDED", "quota", headers={"Retry-After": "30"}),
+        "unavail": fcm_code(503, "UNAVAILABLE", "overloaded", headers={"Retry-After": when}),
+        "internal": fcm_code(500, "INTERNAL", "oops"),
+        "gateway": html_page(502),
+    }
+    _, results = asyncio.run(run_batch(service_account, [msg(1, "quota"), msg(2, "unavail"),
+                                                         msg(3, "internal"), msg(4, "gateway")],
+                                       by_token(table)))
+    res = by_id(results)
+    assert all(r.retryable and not r.token_invalid for r in results)
+    assert res[1].error_code == "QUOTA_EXCEEDED" and res[1].retry_after == 30
+    assert res[2].error_code == "UNAVAILABLE" and 100 < (res[2].retry_after or 0) <= 120
+    assert res[3].error_code == "INTERNAL" and res[3].retry_after is None
+    assert res[4].error_code == "HTTP_502"
+
+
+def test_401_forces_exactly_one_token_refresh(service_account: dict[str, Any]) -> None:
+    unauth = fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+    srv, results = asyncio.run(run_batch(service_account, [msg(1)], unauth, sent))
+    assert results[0].ok
+    assert len(srv.calls(TOKEN)) == 2
+    sends = srv.calls(SEND)
+    assert [r.headers["Authorization"] for r in sends] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+def test_second_401_raises_channel_auth_error(service_account: dict[str, Any]) -> None:
+    unauth = fcm_error(401, "UNAUTHENTICATED", "invalid credentials")
+    srv_box: list[FakeServer] = []
+
+    async def scenario() -> None:
+        async with FakeServer() as srv:
+            srv_box.append(srv)
+            srv.route("POST", TOKEN, token_ok())
+            srv.route("POST", SEND, unauth)
+            backend = FcmBackend(service_account, fake_options(srv))
+            try:
+                await backend.send_batch([msg(1), msg(2)])
+            finally:
+                await backend.close()
+
+    with pytest.raises(ChannelAuthError):
+        asyncio.run(scenario())
+    assert len(srv_box[0].calls(TOKEN)) == 2 and len(srv_box[0].calls(SEND)) == 4
+
+
+def test_403_permission_denied_after_partial_success_is_data(service_account: dict[str, Any]) -> None:
+    denied = fcm_error(403, "PERMISSION_DENIED", "caller lacks permission")
+    _, results = asyncio.run(run_batch(service_account, [msg(1, "denied"), msg(2)],
+                                       by_token({"denied": denied})))
+    res = by_id(results)
+    assert res[2].ok
+    assert res[1].channel_error and res[1].error_code == "UNAUTHENTICATED" and not res[1].token_invalid
+
+
+def test_token_endpoint_refusal_raises_channel_auth_error(service_account: dict[str, Any]) -> None:
+    refused = reply({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}, status=400)
+    with pytest.raises(ChannelAuthError, match="invalid_grant"):
+        asyncio.run(run_batch(service_account, [msg(1)], token=refused))
+
+
+def test_token_endpoint_unreachable_raises_provider_unavailable(service_account: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        backend = FcmBackend(service_account, ProviderOptions(endpoint=free_port_url(),
+                                                              auth_endpoint=free_port_url() + TOKEN))
+        try:
+            await backend.send_batch([msg(1)])
+        finally:
+            await backend.close()
+
+    with pytest.raises(ProviderUnavailable):
+        asyncio.run(scenario())
+
+
+def test_unusable_service_account(service_account: dict[str, Any]) -> None:
+    broken = {k: v for k, v in service_account.items() if k != "private_key"}
+    backend = FcmBackend(broken)
+    with pytest.raises(ChannelAuthError, match="unusable"):
+        asyncio.run(backend.send_batch([msg(1)]))
+    assert "PRIVATE" not in repr(FcmBackend(service_account))
+
+
+def test_service_account_json_string_under_a_key(service_account: dict[str, Any]) -> None:
+    import json
+
+    wrapped = {"service_account_json": json.dumps(service_account)}
+    _, results = asyncio.run(run_batch(wrapped, [msg(1)]))
+    assert results[0].ok
+
+
+def test_timeout_of_one_request_is_retryable(service_account: dict[str, Any]) -> None:
+    _, results = asyncio.run(run_batch(service_account, [msg(1, "slow"), msg(2)],
+                                       by_token({"slow": sleep(3)}), timeout=0.3))
+    res = by_id(results)
+    assert res[2].ok
+    assert res[1].retryable and res[1].error_code == "TIMEOUT"
+
+
+def test_timeout_of_whole_batch_raises_provider_unavailable(service_account: dict[str, Any]) -> None:
+    with pytest.raises(ProviderUnavailable):
+        asyncio.run(run_batch(service_account, [msg(1), msg(2)], sleep(3), timeout=0.3))
+
+
+def test_connection_reset_is_retryable(service_account: dict[str, Any]) -> None:
+    _, results = asyncio.run(run_batch(service_account, [msg(1, "reset"), msg(2)],
+                                       by_token({"reset": reset()})))
+    res = by_id(results)
+    assert res[2].ok
+    assert res[1].retryable and res[1].error_code == "CONNECTION_ERROR"
+
+
+def test_provider_unreachable_raises(service_account: dict[str, Any]) -> None:
+    async def scenario() -> None:
+        async with FakeServer() as srv:
+            srv.route("POST", TOKEN, token_ok())
+            opts = ProviderOptions(endpoint=free_port_url(), auth_endpoint=srv.url + TOKEN)
+            backend = FcmBackend(service_account, opts)
+            try:
+                await backend.send_batch([msg(1)])
+            finally:
+                await backend.close()
+
+    with pytest.raises(ProviderUnavailable, match="could not be reached"):
+        asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("responder", [html_page(200), truncated_json(200), reply({"unexpected": 1}),
+                                       html_page(400)], ids=["html", "truncated", "no-name", "html-400"])
+def test_malformed_answers_are_retryable(service_account: dict[str, Any], responder: Responder) -> None:
+    odd = by_token({"odd": responder})
+    _, results = asyncio.run(run_batch(service_account, [msg(1, "odd"), msg(2)], odd))
+    res = by_id(results)
+    assert res[2].ok
+    assert res[1].retryable and res[1].error_code == "MALFORMED_RESPONSE"
+    assert "malformed answer" in (res[1].error or "")
+
+
+def test_concurrency_is_bounded(service_account: dict[str, Any]) -> None:
+    state: dict[str, int] = {}
+    _, results = asyncio.run(run_batch(service_account, [msg(i) for i in range(10)],
+                                       counting(sleep(0.05, sent), state), concurrency=3))
+    assert all(r.ok for r in results) and len(results) == 10
+    assert state["max"] <= 3
+
+
+def test_shared_session_is_not_closed(service_account: dict[str, Any]) -> None:
+    async def scenario() -> bool:
+        async with FakeServer() as srv, aiohttp.ClientSession() as session:
+            srv.route("POST", TOKEN, token_ok())
+            srv.route("POST", SEND, sent)
+            opts = ProviderOptions(endpoint=srv.url, auth_endpoint=srv.url + TOKEN)
+            backend = FcmBackend(service_account, opts, session=session)
+            results = await backend.send_batch([msg(1)])
+            await backend.close()
+            return results[0].ok and not session.closed
+
+    assert asyncio.run(scenario())
+
+
+def test_empty_batch_sends_nothing(service_account: dict[str, Any]) -> None:
+    srv, results = asyncio.run(run_batch(service_account, []))
+    assert results == [] and srv.requests == []
+
+
+def _check(service_account: dict[str, Any], responder: Responder) -> tuple[FakeServer, Any]:
+    async def scenario() -> tuple[FakeServer, Any]:
+        async with FakeServer() as srv:
+            srv.route("POST", TOKEN, token_ok())
+            srv.route("POST", SEND, responder)
+            backend = FcmBackend(service_account, fake_options(srv))
+            try:
+                return srv, await backend.test_connection()
+            finally:
+                await backend.close()
+
+    return asyncio.run(scenario())
+
+
+def test_connection_check_ok_on_invalid_dummy_token(service_account: dict[str, Any]) -> None:
+    text = "The registration token is not a valid FCM registration token"
+    srv, check = _check(service_account, fcm_code(400, "INVALID_ARGUMENT", text))
+    assert check.ok and "demo-proj" in check.message
+    body = srv.calls(SEND)[0].json
+    assert body["validate_only"] is True and body["message"]["token"]
+
+
+def test_connection_check_reports_refusal(service_account: dict[str, Any]) -> None:
+    _, check = _check(service_account, fcm_error(403, "PERMISSION_DENIED", "FCM API not enabled"))
+    assert not check.ok and "refused" in check.message
+
+
+def test_connection_check_reports_token_failure(service_account: dict[str, Any]) -> None:
+    async def scenario() -> Any:
+        backend = FcmBackend(service_account, ProviderOptions(auth_endpoint=free_port_url() + TOKEN))
+        try:
+            return await backend.test_connection()
+        finally:
+            await backend.close()
+
+    check = asyncio.run(scenario())
+    assert not check.ok and "token" in check.message.lower()

@@ -1,0 +1,289 @@
+"""Marketing Cloud MobilePush backend against a local fake auth + push/v1 server."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from typing import Any
+
+import pytest
+
+from webadmin.providers.base import (
+    ChannelAuthError,
+    ProviderOptions,
+    ProviderUnavailable,
+    PushMessage,
+    SendResult,
+)
+from webadmin.providers.marketing_cloud import MarketingCloudBackend
+
+from .fakes import (
+    FakeServer,
+    Recorded,
+    Responder,
+    dispatch,
+    free_port_url,
+    html_page,
+    reply,
+    reset,
+    sleep,
+    truncated_json,
+)
+
+MESSAGE_ID = "MTIzOjExNDow"
+CONTACT = f"/push/v1/messageContact/{MESSAGE_ID}/send"
+APP = f"/push/v1/messageApp/{MESSAGE_ID}/send"
+V2 = "/v2/token"
+LEGACY = "/v1/requestToken"
+CREDS = {"client_id": "cid-1", "client_secret": "mc-secret", "message_id": MESSAGE_ID, "auth_mode": "v2"}
+
+
+def msg(i: int, key: str | None = None, campaign: str = "camp-1", **kw: Any) -> PushMessage:
+    """A Marketing Cloud push message (recipient = subscriber key)."""
+    return PushMessage(message_id=i, uuid=str(uuid.uuid4()), token=f"dev-{i}", platform="ios",
+                       body=kw.pop("body", "Exclusive offer"), recipient=key if key is not None else f"k{i}",
+                       campaign_uuid=campaign, **kw)
+
+
+def v2_token(rest_url: str | None = None) -> Responder:
+    """v2/token answering tok-1, tok-2, … (rest_instance_url points back at the fake)."""
+    counter = {"n": 0}
+
+    def responder(rec: Recorded) -> Any:
+        counter["n"] += 1
+        assert rec.request is not None
+        rest = rest_url or f"http://{rec.request.host}/"
+        return reply({"access_token": f"tok-{counter['n']}", "token_type": "Bearer", "expires_in": 1079,
+                      "scope": "push_send", "rest_instance_url": rest})(rec)
+
+    return responder
+
+
+def accepted(rec: Recorded) -> Any:
+    """202 with a tokenId, as the push/v1 send endpoints answer."""
+    return reply({"tokenId": f"job-{len((rec.json or {}).get('subscriberKeys', []))}"}, status=202)(rec)
+
+
+def by_first_key(table: dict[str, Responder], default: Responder = accepted) -> Responder:
+    """Answer according to the first subscriber key of the request."""
+    return dispatch(lambda rec: rec.json["subscriberKeys"][0], table, default)
+
+
+async def run_batch(messages: list[PushMessage], *send: Responder, token: Responder | None = None,
+                    creds: dict[str, Any] | None = None,
+                    **options: Any) -> tuple[FakeServer, list[SendResult]]:
+    """Send a batch through a fresh backend against a fresh fake (auth and REST on the same fake)."""
+    async with FakeServer() as srv:
+        srv.route("POST", V2, token or v2_token())
+        srv.route("POST", CONTACT, *(send or (accepted,)))
+        opts = ProviderOptions(auth_endpoint=srv.url, **{"timeout": 2.0, "batch_size": 5_000} | options)
+        backend = MarketingCloudBackend(creds or CREDS, opts)
+        try:
+            return srv, await backend.send_batch(messages)
+        finally:
+            await backend.close()
+
+
+def by_id(results: list[SendResult]) -> dict[int, SendResult]:
+    """Results keyed by message id (and exactly one per message)."""
+    out = {r.message_id: r for r in results}
+    assert len(out) == len(results)
+    return out
+
+
+def test_success_v2_auth_and_payload() -> None:
+    same = {"title": "Nibs", "open_direct": "offer/42"}
+    messages = [msg(1, **same), msg(2, **same), msg(3, "k1", **same)]  # k1 has two devices
+    srv, results = asyncio.run(run_batch(messages))
+    res = by_id(results)
+    assert all(r.ok for r in results) and res[1].provider_message_id == res[3].provider_message_id == "job-2"
+    token_call = srv.calls(V2)[0]
+    assert token_call.json == {"grant_type": "client_credentials", "client_id": "cid-1",
+                               "client_secret": "mc-secret"}
+    send = srv.calls(CONTACT)[0]
+    assert send.headers["Authorization"] == "Bearer tok-1"
+    assert send.headers["Content-Type"].startswith("application/json")
+    assert send.json == {"subscriberKeys": ["k1", "k2"], "override": True, "messageText": "Exclusive offer",
+                         "title": "Nibs", "openDirect": "offer/42"}
+
+
+def test_distinct_keys_are_chunked_by_5000() -> None:
+    n = 12_001
+    messages = [msg(i) for i in range(n)] + [msg(n + 1, "k0"), msg(n + 2, "k5")]  # repeated keys
+    srv, results = asyncio.run(run_batch(messages))
+    assert len(results) == n + 2 and all(r.ok for r in results)
+    calls = srv.calls(CONTACT)
+    assert len(calls) == math.ceil(n / 5_000)
+    sizes = sorted(len(c.json["subscriberKeys"]) for c in calls)
+    assert sizes == [2_001, 5_000, 5_000]
+    assert sum(len(set(c.json["subscriberKeys"])) for c in calls) == n
+
+
+def test_campaigns_are_separate_requests() -> None:
+    messages = [msg(1), msg(2, campaign="camp-2", body="Other"), msg(3)]
+    srv, _ = asyncio.run(run_batch(messages))
+    assert sorted(c.json["messageText"] for c in srv.calls(CONTACT)) == ["Exclusive offer", "Other"]
+
+
+def test_legacy_auth() -> None:
+    async def scenario() -> tuple[FakeServer, list[SendResult]]:
+        async with FakeServer() as srv:
+            srv.route("POST", LEGACY, reply({"accessToken": "legacy-tok", "expiresIn": 3600}))
+            srv.route("POST", CONTACT, accepted)
+            creds = CREDS | {"auth_mode": "legacy"}
+            backend = MarketingCloudBackend(creds, ProviderOptions(auth_endpoint=srv.url, endpoint=srv.url))
+            try:
+                return srv, await backend.send_batch([msg(1)])
+            finally:
+                await backend.close()
+
+    srv, results = asyncio.run(scenario())
+    assert results[0].ok
+    assert srv.calls(LEGACY)[0].json == {"clientId": "cid-1", "clientSecret": "mc-secret"}
+    assert srv.calls(CONTACT)[0].headers["Authorization"] == "Bearer legacy-tok"
+
+
+def test_token_cache_is_shared_between_instances() -> None:
+    async def scenario() -> FakeServer:
+        async with FakeServer() as srv:
+            srv.route("POST", V2, v2_token())
+            srv.route("POST", CONTACT, accepted)
+            for _ in range(2):
+                backend = MarketingCloudBackend(CREDS, ProviderOptions(auth_endpoint=srv.url))
+                try:
+                    await backend.send_batch([msg(1)])
+                finally:
+                    await backend.close()
+            return srv
+
+    srv = asyncio.run(scenario())
+    assert len(srv.calls(V2)) == 1 and len(srv.calls(CONTACT)) == 2
+
+
+@pytest.mark.parametrize("refusal", [reply({"message": "Not Authorized", "errorcode": 1}, status=401),
+                                     reply({"message": "Not Authorized"}, status=200)],
+                         ids=["401", "seed-body"])
+def test_refusal_forces_exactly_one_token_refresh(refusal: Responder) -> None:
+    srv, results = asyncio.run(run_batch([msg(1)], refusal, accepted))
+    assert results[0].ok
+    assert len(srv.calls(V2)) == 2
+    assert [c.headers["Authorization"] for c in srv.calls(CONTACT)] == ["Bearer tok-1", "Bearer tok-2"]
+
+
+def test_second_refusal_raises_channel_auth_error() -> None:
+    refusal = reply({"message": "Not Authorized"}, status=401)
+    with pytest.raises(ChannelAuthError):
+        asyncio.run(run_batch([msg(1), msg(2)], refusal))
+
+
+def test_token_refused_raises_channel_auth_error() -> None:
+    refused = reply({"error": "invalid_client", "error_description": "Client authentication failed."},
+                    status=401)
+    with pytest.raises(ChannelAuthError, match="invalid_client|Client authentication"):
+        asyncio.run(run_batch([msg(1)], token=refused))
+
+
+def test_token_endpoint_overloaded_raises_with_retry_after() -> None:
+    busy = reply({"message": "busy"}, status=503, headers={"Retry-After": "42"})
+    with pytest.raises(ProviderUnavailable) as info:
+        asyncio.run(run_batch([msg(1)], token=busy))
+    assert info.value.retry_after == 42
+
+
+def test_token_endpoint_malformed_raises_provider_unavailable() -> None:
+    with pytest.raises(ProviderUnavailable, match="malformed"):
+        asyncio.run(run_batch([msg(1)], token=html_page(200)))
+
+
+def test_auth_unreachable_raises_provider_unavailable() -> None:
+    async def scenario() -> None:
+        backend = MarketingCloudBackend(CREDS, ProviderOptions(auth_endpoint=free_port_url()))
+        try:
+            await backend.send_batch([msg(1)])
+        finally:
+            await backend.close()
+
+    with pytest.raises(ProviderUnavailable):
+        asyncio.run(scenario())
+
+
+def test_rate_limit_and_server_errors_are_retryable() -> None:
+    table = {"k0": reply({"message": "Too many"}, status=429, headers={"Retry-After": "9"}),
+             "k2": html_page(500)}
+    _, results = asyncio.run(run_batch([msg(i) for i in range(6)], by_first_key(table), batch_size=2))
+    res = by_id(results)
+    assert res[0].retryable and res[0].retry_after == 9 and res[1].retry_after == 9
+    assert res[2].retryable and res[2].error_code == "HTTP_500" and res[2].retry_after is None
+    assert res[4].ok and res[5].ok
+
+
+def test_bad_request_and_unknown_message() -> None:
+    table = {"k0": reply({"message": "messageText is required", "errorcode": 10001}, status=400),
+             "k2": reply({"message": "Message not found", "errorcode": 10002}, status=404)}
+    _, results = asyncio.run(run_batch([msg(i) for i in range(4)], by_first_key(table), batch_size=2))
+    res = by_id(results)
+    assert res[0].payload_error and not res[0].retryable and res[0].error == "messageText is required"
+    assert res[2].channel_error and not res[2].retryable
+
+
+def test_timeout_and_reset_are_retryable() -> None:
+    table = {"k0": sleep(3), "k2": reset()}
+    _, results = asyncio.run(run_batch([msg(i) for i in range(6)], by_first_key(table), batch_size=2,
+                                       timeout=0.3))
+    res = by_id(results)
+    assert res[0].error_code == "TIMEOUT" and res[0].retryable
+    assert res[2].error_code == "CONNECTION_ERROR" and res[2].retryable
+    assert res[4].ok
+
+
+def test_timeout_of_every_request_raises_provider_unavailable() -> None:
+    with pytest.raises(ProviderUnavailable):
+        asyncio.run(run_batch([msg(1)], sleep(3), timeout=0.3))
+
+
+@pytest.mark.parametrize("responder", [html_page(200), truncated_json(202), reply({"ok": True}, status=202),
+                                       html_page(400)], ids=["html", "truncated", "no-token-id", "html-400"])
+def test_malformed_answers_are_retryable(responder: Responder) -> None:
+    _, results = asyncio.run(run_batch([msg(1)], responder))
+    assert results[0].retryable and results[0].error_code == "MALFORMED_RESPONSE"
+
+
+def test_message_without_subscriber_key() -> None:
+    srv, results = asyncio.run(run_batch([msg(1, key=""), msg(2)]))
+    res = by_id(results)
+    assert res[1].payload_error and res[1].error_code == "NO_SUBSCRIBER_KEY"
+    assert res[2].ok and srv.calls(CONTACT)[0].json["subscriberKeys"] == ["k2"]
+
+
+def test_send_to_app() -> None:
+    async def scenario() -> tuple[FakeServer, SendResult]:
+        async with FakeServer() as srv:
+            srv.route("POST", V2, v2_token())
+            srv.route("POST", APP, reply({"tokenId": "app-job"}, status=202))
+            backend = MarketingCloudBackend(CREDS, ProviderOptions(auth_endpoint=srv.url))
+            try:
+                return srv, await backend.send_to_app(msg(7, key="", title="All"))
+            finally:
+                await backend.close()
+
+    srv, result = asyncio.run(scenario())
+    assert result.ok and result.provider_message_id == "app-job" and result.message_id == 7
+    assert srv.calls(APP)[0].json == {"override": True, "messageText": "Exclusive offer", "title": "All"}
+
+
+def test_connection_check() -> None:
+    async def scenario(responder: Responder) -> Any:
+        async with FakeServer() as srv:
+            srv.route("POST", V2, v2_token())
+            srv.route("GET", f"/push/v1/message/{MESSAGE_ID}", responder)
+            backend = MarketingCloudBackend(CREDS, ProviderOptions(auth_endpoint=srv.url))
+            try:
+                return await backend.test_connection()
+            finally:
+                await backend.close()
+
+    assert asyncio.run(scenario(reply([{"id": MESSAGE_ID, "name": "Offer"}]))).ok
+    check = asyncio.run(scenario(reply({"message": "Message not found"}, status=404)))
+    assert not check.ok and "not found" in check.message
+    assert "mc-secret" not in repr(MarketingCloudBackend(CREDS))

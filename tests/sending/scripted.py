@@ -1,0 +1,44 @@
+"""A scripted backend for engine tests: the token's prefix decides the answer (mocks only at the edge)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from webadmin.providers import BACKENDS
+from webadmin.providers.base import ChannelAuthError, ProviderUnavailable, PushBackend, PushMessage, SendResult
+
+SENT: list[PushMessage] = []  # every message any scripted backend was asked to send
+
+
+class ScriptedBackend(PushBackend):
+    """ok-* succeed; retry-* answer 503 with Retry-After; dead-* are unregistered; payload-* are refused
+    for their content; a credential `fail` = "auth" or "down" fails the whole batch."""
+
+    type_name: ClassVar[str] = "scripted"
+    label: ClassVar[str] = "Scripted (tests)"
+
+    async def send_batch(self, messages: Sequence[PushMessage]) -> list[SendResult]:
+        """Answer by token prefix."""
+        if self.credentials.get("fail") == "auth":
+            raise ChannelAuthError("401 invalid credentials")
+        if self.credentials.get("fail") == "down":
+            raise ProviderUnavailable("connection refused", retry_after=7)
+        SENT.extend(messages)
+        return [self._answer(m) for m in messages]
+
+    @staticmethod
+    def _answer(m: PushMessage) -> SendResult:
+        """One answer."""
+        if m.token.startswith("retry-"):
+            return SendResult(m.message_id, ok=False, error_code="UNAVAILABLE", error="503", retryable=True,
+                              retry_after=120)
+        if m.token.startswith("dead-"):
+            return SendResult(m.message_id, ok=False, error_code="UNREGISTERED", error="gone", token_invalid=True)
+        if m.token.startswith("payload-"):
+            return SendResult(m.message_id, ok=False, error_code="INVALID_ARGUMENT", error="bad data",
+                              payload_error=True)
+        return SendResult(m.message_id, ok=True, provider_message_id=f"scripted-{m.uuid}")
+
+
+BACKENDS[ScriptedBackend.type_name] = ScriptedBackend

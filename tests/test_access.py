@@ -1,0 +1,95 @@
+"""Every route declares who may use it; a walk over all routes × roles checks allow/deny against it."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from flask import Flask
+
+from tests.factories import make_user
+from webadmin.access import Access, access_of
+from webadmin.models.user import Role
+
+ROLES: list[Role | None] = [None, Role.VIEWER, Role.MARKETER, Role.ADMIN]
+SAMPLE_VALUES = {"int": 1, "string": "x", "path": "x", "uuid": str(uuid.uuid4()), "default": "x"}
+
+
+def _build_path(app: Flask, rule) -> str:
+    """A concrete URL for a rule, with a sample value for each variable."""
+    values = {}
+    for name in rule.arguments:
+        converter = rule._converters[name]
+        if hasattr(converter, "items"):  # any(a, b, …): take its first allowed value
+            values[name] = sorted(converter.items)[0]
+            continue
+        kind = type(converter).__name__.replace("Converter", "").lower()
+        values[name] = SAMPLE_VALUES.get(kind.replace("integer", "int"), "x")
+    with app.test_request_context():
+        from flask import url_for
+
+        return url_for(rule.endpoint, **values)
+
+
+def _routes(app: Flask):
+    """(endpoint, path, method) for every registered route and method."""
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, _build_path(app, rule), method
+
+
+def _expect_allowed(access: Access, role: Role | None, method: str) -> bool:
+    """What the declaration says for this role and method."""
+    if access.kind in ("public", "api"):
+        return True
+    needed = access.required_role(method)
+    return role is not None and role.at_least(needed)
+
+
+def _was_refused(response, role: Role | None) -> bool:
+    """A refusal is a 403, or for anonymous visitors a redirect to sign-in."""
+    if response.status_code == 403:
+        return True
+    return role is None and response.status_code == 302 and "/login?next=" in response.headers["Location"]
+
+
+def test_every_route_declares_access(app):
+    missing = [rule.endpoint for rule in app.url_map.iter_rules() if access_of(app, rule.endpoint) is None]
+    assert missing == [], f"routes without an access declaration: {missing}"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.value if r else "anonymous")
+def test_routes_allow_and_deny_by_declaration(app, auth, role):
+    make_user(Role.ADMIN, email="first-admin@example.com")  # past first run
+    if role is not None:
+        assert auth.login(make_user(role).email).status_code == 302
+    problems = []
+    for endpoint, path, method in _routes(app):
+        if endpoint in ("auth.logout",):  # signing out would end the walk's own session
+            continue
+        access = access_of(app, endpoint)
+        response = auth.client.open(path, method=method)
+        refused = _was_refused(response, role)
+        if refused == _expect_allowed(access, role, method):
+            problems.append(f"{method} {path} ({endpoint}): got {response.status_code}")
+    assert problems == []
+
+
+def test_an_undeclared_route_is_refused_and_reported(app, auth):
+    def sneaky():
+        return "should never be served"
+
+    app.add_url_rule("/sneaky", "sneaky", sneaky)
+    make_user(Role.ADMIN, email="first-admin@example.com")
+    auth.login(make_user(Role.ADMIN).email)
+    response = auth.client.get("/sneaky")
+    assert response.status_code == 403
+    assert "should never be served" not in response.get_data(as_text=True)
+    assert access_of(app, "sneaky") is None  # and test_every_route_declares_access would list it
+
+
+def test_viewer_cannot_change_anything(app, auth):
+    admin = make_user(Role.ADMIN)
+    auth.login(make_user(Role.VIEWER).email)
+    for path in ("/users/", f"/users/{admin.id}/role", f"/users/{admin.id}/active", "/demo"):
+        assert auth.client.post(path, data={"role": "viewer", "active": "0"}).status_code == 403, path

@@ -1,0 +1,1 @@
+"""Audience: subscribers, devices, groups, CSV import and export."""

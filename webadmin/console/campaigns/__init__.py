@@ -1,0 +1,1 @@
+"""Campaigns: the list, a detail page with live progress, controls and the per-message log."""

@@ -1,0 +1,1 @@
+"""Simulated devices: phones inside webadmin that receive pushes through the Simulator backend."""

@@ -1,0 +1,33 @@
+"""All models, imported here so Alembic and create_all see every table."""
+
+from webadmin.models.app import ApiKey, App
+from webadmin.models.audience import Device, Group, GroupMember, Subscriber
+from webadmin.models.audit import AuditEvent
+from webadmin.models.campaign import Campaign, CampaignStatus, Channel
+from webadmin.models.message import Message, MessageRelatedObject, MessageState, Template
+from webadmin.models.offer import Offer
+from webadmin.models.setting import Setting
+from webadmin.models.user import LoginAttempt, Role, StaffSession, User
+
+__all__ = [
+    "ApiKey",
+    "App",
+    "AuditEvent",
+    "Campaign",
+    "CampaignStatus",
+    "Channel",
+    "Message",
+    "MessageRelatedObject",
+    "MessageState",
+    "Offer",
+    "Template",
+    "Device",
+    "Group",
+    "GroupMember",
+    "LoginAttempt",
+    "Role",
+    "Setting",
+    "StaffSession",
+    "Subscriber",
+    "User",
+]

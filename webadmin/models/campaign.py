@@ -1,0 +1,106 @@
+"""Campaigns: one push to an audience, with its status and progress counters."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webadmin.extensions import db
+from webadmin.models.types import UTCDateTime, utcnow
+
+
+class CampaignStatus(enum.StrEnum):
+    """Where a campaign is in its life; changes only through services.campaigns.transition."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+SOURCES = ("adhoc", "offer", "social", "api")
+COUNTERS = ("targeted", "sent", "failed", "retrying", "invalid_tokens", "opened", "cancelled")
+
+
+class Campaign(db.Model):
+    """A push to an audience. `audience` is a spec: {"type": all|keys|groups|platforms, …}."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=lambda: str(uuid.uuid4()))
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    text: Mapped[str] = mapped_column(Text)
+    open_direct: Mapped[str | None] = mapped_column(String(2048))
+    data: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    image_url: Mapped[str | None] = mapped_column(String(2048))
+    ttl: Mapped[int | None] = mapped_column()
+    audience: Mapped[dict[str, Any]] = mapped_column(JSON, default=lambda: {"type": "all"})
+    source: Mapped[str] = mapped_column(String(16), default="adhoc", index=True)
+    related_type: Mapped[str | None] = mapped_column(String(40))
+    related_id: Mapped[str | None] = mapped_column(String(64))
+    tag: Mapped[str | None] = mapped_column(String(64))
+    template_slug: Mapped[str | None] = mapped_column(String(100))
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    schedule_time_zone: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT.value, index=True)
+    status_reason: Mapped[str | None] = mapped_column(String(500))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    # Progress counters, kept current by the engine in the same transaction as the rows they count.
+    targeted: Mapped[int] = mapped_column(default=0)
+    sent: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    retrying: Mapped[int] = mapped_column(default=0)
+    invalid_tokens: Mapped[int] = mapped_column(default=0)
+    opened: Mapped[int] = mapped_column(default=0)
+    cancelled: Mapped[int] = mapped_column(default=0)
+
+    @property
+    def status_enum(self) -> CampaignStatus:
+        """The status as an enum."""
+        return CampaignStatus(self.status)
+
+    @property
+    def done(self) -> int:
+        """Messages that reached a final state."""
+        return self.sent + self.failed + self.cancelled
+
+    @property
+    def progress(self) -> float:
+        """Share of targeted messages in a final state, 0…1."""
+        return 1.0 if self.targeted == 0 else min(1.0, self.done / self.targeted)
+
+
+class Channel(db.Model):
+    """How an app reaches one platform: a backend type plus its (encrypted) credentials."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    platform: Mapped[str] = mapped_column(String(8))
+    backend: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(120))
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    error: Mapped[str | None] = mapped_column(String(500))
+    error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

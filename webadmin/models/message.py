@@ -1,0 +1,92 @@
+"""Messages: one push to one device (the pymess PushNotificationMessage), and their related objects."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from webadmin.extensions import db
+from webadmin.models.types import UTCDateTime, utcnow
+
+
+class MessageState(enum.StrEnum):
+    """pymess states."""
+
+    WAITING = "WAITING"
+    SENT = "SENT"
+    ERROR = "ERROR"
+    ERROR_RETRY = "ERROR_RETRY"
+    DEBUG = "DEBUG"
+
+
+PENDING_STATES = (MessageState.WAITING.value, MessageState.ERROR_RETRY.value)
+_PENDING_SQL = text("state IN ('WAITING', 'ERROR_RETRY')")
+
+
+class Message(db.Model):
+    """One push to one device. Campaign messages take text/title/url from their campaign (content is NULL)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "device_id", name="uq_messages_campaign_id_device_id"),
+        # Only pending rows are in this index, so claiming stays cheap however many rows were sent.
+        Index("ix_messages_pending", "campaign_id", "id", sqlite_where=_PENDING_SQL, postgresql_where=_PENDING_SQL),
+        Index("ix_messages_campaign_state", "campaign_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    recipient: Mapped[str | None] = mapped_column(String(254), index=True)
+    content: Mapped[str | None] = mapped_column(Text)
+    heading: Mapped[str | None] = mapped_column(String(200))
+    url: Mapped[str | None] = mapped_column(String(2048))
+    template_slug: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(12), default=MessageState.WAITING.value)
+    backend: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    extra_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    extra_sender_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    tag: Mapped[str | None] = mapped_column(String(64))
+    number_of_send_attempts: Mapped[int] = mapped_column(default=0)
+    retry_sending: Mapped[bool] = mapped_column(default=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # only when the device reported it
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, onupdate=utcnow)
+
+
+class MessageRelatedObject(db.Model):
+    """An object a message is about (pymess generic relation): type name + id."""
+
+    __tablename__ = "message_related_objects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    content_type: Mapped[str] = mapped_column(String(64))
+    object_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Template(db.Model):
+    """A push template (pymess AbstractPushNotificationTemplate): body rendered in a sandbox."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    open_direct: Mapped[str | None] = mapped_column(String(2048))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,53 @@
+"""Queue entry points. Thin: they take ids and call the engine or services inside the app context."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from flask import current_app
+from huey import crontab
+
+from webadmin.queue import huey, in_app_context
+
+log = logging.getLogger(__name__)
+
+
+@huey.task()
+@in_app_context
+def dispatch_campaign(campaign_id: int) -> str:
+    """Send a campaign's pending messages until none are claimable."""
+    from webadmin.sending.engine import dispatch
+
+    report = dispatch(campaign_id)
+    log.info("campaign %s: %s batches, %s sent, %s failed, %s retried; %s", campaign_id, report.batches,
+             report.sent, report.failed, report.retried, report.stopped_because)
+    return report.stopped_because
+
+
+@huey.task()
+@in_app_context
+def start_scheduled(campaign_id: int) -> str:
+    """Start a scheduled campaign at its time (or hold it if it is too late)."""
+    from webadmin.services.campaigns import start_if_due
+
+    return start_if_due(campaign_id)
+
+
+def enqueue_dispatch(campaign_id: int, pending: int) -> int:
+    """Fan a campaign out to several dispatch tasks so several workers share it; returns how many."""
+    batch = current_app.config.get("ENGINE_BATCH_SIZE", 1000)
+    fanout = current_app.config.get("ENGINE_DISPATCH_FANOUT", 4)
+    tasks = max(1, min(fanout, math.ceil(pending / batch)))
+    for _ in range(tasks):
+        dispatch_campaign(campaign_id)
+    return tasks
+
+
+@huey.periodic_task(crontab(minute="*"))
+@in_app_context
+def sweep() -> dict[str, int]:
+    """Every minute: start due scheduled campaigns and re-enqueue work a dead worker left behind."""
+    from webadmin.sending.sweeper import sweep_once
+
+    return sweep_once()
