@@ -24,6 +24,13 @@ def test_api_errors_are_json(client):
     assert client.get("/api/v1/health").json == {"status": "ok"}
 
 
+def test_api_405_is_json_and_says_what_is_allowed(client):
+    response = client.post("/api/v1/health")
+    assert response.status_code == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}
+
+
 def test_unexpected_error_is_500_page_without_details(app, client, login_as):
     def boom():
         raise RuntimeError("secret internals")

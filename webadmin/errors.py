@@ -40,10 +40,13 @@ def json_error(status: int, message: str, *, code: str | None = None, field: str
 def _handle_http(exc: HTTPException) -> Any:
     """Render an HTTP error as JSON (API) or as a console page."""
     status = exc.code or 500
+    # Keep what the exception says about the request (`Allow` on a 405, `Retry-After` on a 429, …).
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
     if wants_json():
-        return json_error(status, exc.description or exc.name)
+        body, _ = json_error(status, exc.description or exc.name)
+        return body, status, headers
     template = f"errors/{status}.html" if status in (403, 404, 500) else "errors/generic.html"
-    return render_template(template, error=exc, status=status), status
+    return render_template(template, error=exc, status=status), status, headers
 
 
 def _handle_csrf(exc: CSRFError) -> Any:

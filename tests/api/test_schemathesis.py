@@ -19,9 +19,6 @@ CONFIG = schemathesis.Config.from_dict(
     {
         "base-url": f"http://localhost{openapi.BASE_PATH}",
         "checks": {
-            # webadmin.errors answers 405 as JSON but drops werkzeug's `Allow` header (reported to the lead;
-            # errors.py is not part of the API). Every other check runs.
-            "unsupported_method": {"enabled": False},
             # 413 is how an oversized body is refused (each operation documents it).
             "negative_data_rejection": {"expected-statuses": ["400", "401", "403", "404", "409", "413", "415", "422"]},
         },
