@@ -14,6 +14,16 @@ users_cli = AppGroup("users", help="Manage staff accounts.")
 demo_cli = AppGroup("demo", help="Demo data.")
 push_cli = AppGroup("push", help="Sending.")
 channels_cli = AppGroup("channels", help="Provider channels.")
+analytics_cli = AppGroup("analytics", help="Analytics rollups.")
+
+
+@analytics_cli.command("rebuild")
+def rebuild_rollups() -> None:
+    """Recompute every analytics rollup from the message rows (after an upgrade, or to check the live counts)."""
+    from webadmin.services.rollups import rebuild
+
+    written = rebuild()
+    click.echo("Rebuilt: " + ", ".join(f"{name} {count:,}" for name, count in written.items()) + ".")
 
 
 @channels_cli.command("rotate-key")
@@ -110,5 +120,5 @@ def serve(host: str, port: int, workers: int) -> None:
 
 def register_cli(app: Flask) -> None:
     """Attach the command groups."""
-    for command in (users_cli, demo_cli, push_cli, channels_cli, worker, serve):
+    for command in (users_cli, demo_cli, push_cli, channels_cli, analytics_cli, worker, serve):
         app.cli.add_command(command)

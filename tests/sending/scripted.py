@@ -12,8 +12,8 @@ SENT: list[PushMessage] = []  # every message any scripted backend was asked to 
 
 
 class ScriptedBackend(PushBackend):
-    """ok-* succeed; retry-* answer 503 with Retry-After; dead-* are unregistered; payload-* are refused
-    for their content; a credential `fail` = "auth" or "down" fails the whole batch."""
+    """ok-* succeed; retry-* answer 503 with Retry-After; quota-* answer 429; dead-* are unregistered;
+    payload-* are refused for their content; a credential `fail` = "auth" or "down" fails the whole batch."""
 
     type_name: ClassVar[str] = "scripted"
     label: ClassVar[str] = "Scripted (tests)"
@@ -33,6 +33,8 @@ class ScriptedBackend(PushBackend):
         if m.token.startswith("retry-"):
             return SendResult(m.message_id, ok=False, error_code="UNAVAILABLE", error="503", retryable=True,
                               retry_after=120)
+        if m.token.startswith("quota-"):
+            return SendResult(m.message_id, ok=False, error_code="QUOTA_EXCEEDED", error="429", retryable=True)
         if m.token.startswith("dead-"):
             return SendResult(m.message_id, ok=False, error_code="UNREGISTERED", error="gone", token_invalid=True)
         if m.token.startswith("payload-"):

@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and create_all see every table."""
 
+from webadmin.models.analytics import CampaignHourlyRollup, CampaignRollup, HourlyRollup
 from webadmin.models.app import ApiKey, App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
 from webadmin.models.audit import AuditEvent
@@ -14,6 +15,8 @@ __all__ = [
     "App",
     "AuditEvent",
     "Campaign",
+    "CampaignHourlyRollup",
+    "CampaignRollup",
     "CampaignStatus",
     "Channel",
     "Message",
@@ -24,6 +27,7 @@ __all__ = [
     "Device",
     "Group",
     "GroupMember",
+    "HourlyRollup",
     "LoginAttempt",
     "Role",
     "Setting",

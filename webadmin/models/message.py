@@ -50,6 +50,8 @@ class Message(db.Model):
     state: Mapped[str] = mapped_column(String(12), default=MessageState.WAITING.value)
     backend: Mapped[str | None] = mapped_column(String(32))
     error: Mapped[str | None] = mapped_column(Text)
+    # Set with a final ERROR (not for cancellations): one of models.analytics.FAILURE_CLASSES, for the funnel.
+    failure_class: Mapped[str | None] = mapped_column(String(16))
     extra_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     extra_sender_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     tag: Mapped[str | None] = mapped_column(String(64))

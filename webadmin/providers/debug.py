@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -51,8 +50,7 @@ class DebugBackend(PushBackend):
             if journal:
                 append_journal(str(journal), messages)
             await asyncio.sleep(delay / 2)
-        return [SendResult(m.message_id, ok=True, provider_message_id=f"debug-{uuid.uuid4()}")
-                for m in messages]
+        return [SendResult(m.message_id, ok=True, provider_message_id=f"debug-{m.uuid}") for m in messages]
 
     async def test_connection(self) -> ConnectionCheck:
         """Always fine: there is nothing to connect to."""

@@ -8,14 +8,14 @@ import json
 import logging
 import os
 import socket
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Integer, bindparam, cast, func, literal, literal_column, select, update
+from sqlalchemy import Integer, String, bindparam, case, cast, func, literal, literal_column, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from webadmin.extensions import db
@@ -27,6 +27,7 @@ from webadmin.providers.base import ChannelAuthError, ProviderError, PushBackend
 from webadmin.sending.channels import ChannelRoute, routes_for_app
 from webadmin.sending.retry import RetryPolicy
 from webadmin.sending.runtime import WorkerRuntime, worker_runtime
+from webadmin.services.rollups import RollupBatch, failure_class
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -97,10 +98,12 @@ def claim(campaign_id: int, limit: int, lease_seconds: float, *, after: int = 0)
     token) and rows.
 
     PostgreSQL: FOR UPDATE SKIP LOCKED lets several workers claim disjoint rows at once. SQLite: the single
-    UPDATE … RETURNING is its own short write transaction, so claims are serialised.
+    UPDATE … RETURNING is its own short write transaction, so claims are serialised. A row at the attempt ceiling is
+    never claimed again (a worker lost with it leased); `give_up_stranded` ends it.
     """
     db.session.commit()  # start a fresh transaction whose first statement is the write
     now = utcnow()
+    max_attempts = retry_policy().max_attempts
     lease = now + timedelta(seconds=lease_seconds)
     m = Message.__table__
     ready = (
@@ -111,6 +114,7 @@ def claim(campaign_id: int, limit: int, lease_seconds: float, *, after: int = 0)
             m.c.state.in_(_PENDING_LITERALS),
             (m.c.next_attempt_at.is_(None)) | (m.c.next_attempt_at <= now),
             (m.c.lease_until.is_(None)) | (m.c.lease_until < now),
+            m.c.number_of_send_attempts < max_attempts,
         )
         .order_by(m.c.id)
         .limit(limit)
@@ -172,7 +176,8 @@ def _push_message(content: CampaignContent, row: Claimed, device: Any) -> PushMe
         title=row.heading or content.title,
         open_direct=row.url or content.open_direct,
         image_url=content.image_url,
-        data=dict(content.data),  # a copy per message, as before: backends get data they may keep or change
+        # A copy per message (backends may keep or change it), with the message UUID the app reports events with.
+        data={**content.data, "messageId": row.uuid},
         ttl=content.ttl,
         recipient=row.recipient,
         campaign_uuid=content.uuid,
@@ -203,8 +208,11 @@ async def _send_groups(groups: dict[ChannelRoute, list[PushMessage]], backends: 
 class Recorder:
     """Collects the per-message updates of one batch and writes them in a few statements."""
 
-    def __init__(self, campaign_id: int, policy: RetryPolicy, now: datetime) -> None:
+    def __init__(self, campaign_id: int, policy: RetryPolicy, now: datetime, source: str = "adhoc") -> None:
         self.campaign_id = campaign_id
+        self.source = source  # the campaign's, for the hourly rollups
+        self.platforms: dict[int, str] = {}  # message id → its device's platform
+        self.accepted: set[int] = set()  # accepted messages still ours when recorded
         self.policy = policy
         self.now = now
         self.done: dict[tuple[str, str], dict[int, str | None]] = defaultdict(dict)  # (state, backend) → id → pid
@@ -223,8 +231,8 @@ class Recorder:
         self.outcome.sent += 1
 
     def fail(self, row: Claimed, code: str | None, error: str, backend: str, *, retry_after: float | None = None,
-             retryable: bool = False) -> None:
-        """A failure: retried later when allowed, otherwise final."""
+             retryable: bool = False, token_invalid: bool = False, payload_error: bool = False) -> None:
+        """A failure: retried later when allowed, otherwise final (with its class for the funnel)."""
         gave_up = self.policy.gives_up(row.attempts, row.created_at, self.now)
         text = f"{code}: {error}" if code else error
         if retryable and gave_up is None:
@@ -234,12 +242,13 @@ class Recorder:
             return
         if retryable:
             text = f"{text} ({gave_up})"
-        self.error.append({"b_id": row.id, "error": text[:2000], "backend": backend})
+        reason = failure_class(code, token_invalid=token_invalid, payload_error=payload_error)
+        self.error.append({"b_id": row.id, "error": text[:2000], "backend": backend, "reason": reason})
         self.outcome.failed += 1
 
     def invalid(self, row: Claimed, device_id: int | None, result: SendResult, backend: str) -> None:
         """The provider says the token is dead: the message fails and the device is marked invalid."""
-        self.fail(row, result.error_code, result.error or "token invalid", backend)
+        self.fail(row, result.error_code, result.error or "token invalid", backend, token_invalid=True)
         self.outcome.invalid += 1
         if device_id is not None:
             reason = (result.error_code or "invalid token")[:200]
@@ -264,6 +273,7 @@ class Recorder:
             )
             owned.update(db.session.scalars(statement))
         self.recorded_done = len(owned)
+        self.accepted = set(owned)
         return owned
 
     def write(self, owned: set[int], rows: list[Claimed]) -> None:
@@ -273,7 +283,12 @@ class Recorder:
         self._many(m, self.retry, {**base, "state": MessageState.ERROR_RETRY.value, "error": bindparam("error"),
                                    "next_attempt_at": bindparam("next"), "backend": bindparam("backend")}, owned)
         self._many(m, self.error, {**base, "state": MessageState.ERROR.value, "error": bindparam("error"),
-                                   "retry_sending": False, "backend": bindparam("backend")}, owned)
+                                   "retry_sending": False, "backend": bindparam("backend"),
+                                   "failure_class": bindparam("reason")}, owned)
+        released = [i for i in self.release if i in owned]
+        if released:  # not sent (the channel refused the batch): the claim was no attempt
+            db.session.execute(update(m).where(m.c.id.in_(released))
+                               .values(number_of_send_attempts=m.c.number_of_send_attempts - 1))
         if self.invalid_devices:
             d = Device.__table__
             db.session.execute(
@@ -282,6 +297,7 @@ class Recorder:
                 self.invalid_devices,
             )
         self._counters(owned, rows)
+        self._rollups(owned)
 
     def _many(self, table: Any, params: list[dict[str, Any]], values: dict[str, Any], owned: set[int]) -> None:
         """One executemany UPDATE for a category of results."""
@@ -304,6 +320,16 @@ class Recorder:
             )
         )
 
+    def _rollups(self, owned: set[int]) -> None:
+        """The analytics rollups move in the same transaction: one upsert per table for the whole batch."""
+        batch = RollupBatch()
+        for platform, n in Counter(self.platforms.get(i) for i in self.accepted).items():
+            batch.add(self.campaign_id, self.source, platform, self.now, "sent", n)
+        failures = Counter((self.platforms.get(p["b_id"]), p["reason"]) for p in self.error if p["b_id"] in owned)
+        for (platform, reason), n in failures.items():
+            batch.add(self.campaign_id, self.source, platform, self.now, "failed", n, failure=reason)
+        batch.write()
+
 
 def _classify(recorder: Recorder, row: Claimed, device: Any, result: SendResult | None, route: ChannelRoute) -> None:
     """Sort one result into the recorder."""
@@ -318,7 +344,7 @@ def _classify(recorder: Recorder, row: Claimed, device: Any, result: SendResult 
         recorder.release.append(row.id)
         recorder.outcome.pause_reason = f"Channel {route.label} refused: {result.error_code or result.error}"
     elif result.payload_error:
-        recorder.fail(row, result.error_code, result.error or "payload refused", backend)
+        recorder.fail(row, result.error_code, result.error or "payload refused", backend, payload_error=True)
         recorder.payload_errors += 1
     else:
         recorder.fail(row, result.error_code, result.error or "send failed", backend,
@@ -360,8 +386,9 @@ def send_batch(campaign: Campaign, lease: datetime, rows: list[Claimed], runtime
                routes: dict[str, ChannelRoute]) -> BatchOutcome:
     """Send one claimed batch and record the outcome."""
     now = utcnow()
-    recorder = Recorder(campaign.id, retry_policy(), now)
+    recorder = Recorder(campaign.id, retry_policy(), now, campaign.source)
     devices = _devices([r.device_id for r in rows if r.device_id is not None])
+    recorder.platforms = {r.id: devices[r.device_id].platform for r in rows if r.device_id in devices}
     groups: dict[ChannelRoute, list[PushMessage]] = defaultdict(list)
     content = CampaignContent.of(campaign)
     for row in rows:
@@ -412,10 +439,53 @@ def _status(campaign_id: int) -> str | None:
     return db.session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
 
 
+def give_up_stranded(campaign_id: int) -> int:
+    """End pending rows at the attempt ceiling that no worker holds (`claim` skips them): ERROR "gave up after N
+    attempts, worker lost" when a lease expired on them, with the counters and rollups, in one transaction."""
+    m = Message.__table__
+    now = utcnow()
+    attempts = literal("gave up after ") + cast(m.c.number_of_send_attempts, String) + literal(" attempts")
+    stranded = {}
+    for state in PENDING_STATES:  # one UPDATE per former state: ERROR_RETRY rows leave the `retrying` counter
+        stranded[state] = db.session.execute(
+            update(m)
+            .where(m.c.campaign_id == campaign_id, m.c.state.in_(_PENDING_LITERALS),
+                   m.c.state == literal_column(f"'{state}'"),
+                   m.c.number_of_send_attempts >= retry_policy().max_attempts,
+                   (m.c.lease_until.is_(None)) | (m.c.lease_until < now))
+            .values(state=MessageState.ERROR.value, failure_class="other", retry_sending=False, lease_until=None,
+                    changed_at=now, error=case((m.c.lease_until.is_(None), attempts),
+                                               else_=attempts + literal(", worker lost")))
+            .returning(m.c.device_id)
+        ).scalars().all()
+    given_up = sum(len(ids) for ids in stranded.values())
+    if given_up:
+        _count_given_up(campaign_id, stranded, now)
+    db.session.commit()
+    return given_up
+
+
+def _count_given_up(campaign_id: int, stranded: dict[str, list[int | None]], now: datetime) -> None:
+    """Counters and rollups for rows `give_up_stranded` ended."""
+    c = Campaign.__table__
+    device_ids = [i for ids in stranded.values() for i in ids]
+    retried = len(stranded[MessageState.ERROR_RETRY.value])
+    db.session.execute(update(c).where(c.c.id == campaign_id).values(
+        failed=c.c.failed + len(device_ids), retrying=c.c.retrying - retried))
+    source = db.session.scalar(select(c.c.source).where(c.c.id == campaign_id)) or "adhoc"
+    platforms = {d.id: d.platform for d in _devices([i for i in device_ids if i is not None]).values()}
+    batch = RollupBatch()
+    for platform, n in Counter(platforms.get(i) if i is not None else None for i in device_ids).items():
+        batch.add(campaign_id, source, platform, now, "failed", n, failure="other")
+    batch.write()
+    log.warning("campaign %s: gave up on %s message(s) at the attempt ceiling", campaign_id, len(device_ids))
+
+
 def finish_if_done(campaign_id: int) -> str:
     """Mark a sending campaign sent when nothing is pending; otherwise say what is left."""
     from webadmin.services.campaigns import transition
 
+    give_up_stranded(campaign_id)
     m = Message.__table__
     now = utcnow()
     pending = db.session.execute(

@@ -11,7 +11,10 @@ from webadmin.models.types import utcnow
 
 
 def stalled_campaign_ids() -> list[int]:
-    """Sending campaigns with messages that are claimable now (unleased or lease expired, and due)."""
+    """Sending campaigns with messages that are claimable now (unleased or lease expired, due, under the attempt
+    ceiling). Rows at the ceiling are ended by `finish_if_done` (via `engine.give_up_stranded`) instead."""
+    from webadmin.sending.engine import retry_policy
+
     now = utcnow()
     m = Message.__table__
     claimable = (
@@ -21,6 +24,7 @@ def stalled_campaign_ids() -> list[int]:
             m.c.state.in_(PENDING_STATES),
             (m.c.lease_until.is_(None)) | (m.c.lease_until < now),
             (m.c.next_attempt_at.is_(None)) | (m.c.next_attempt_at <= now),
+            m.c.number_of_send_attempts < retry_policy().max_attempts,
         )
         .exists()
     )

@@ -1,17 +1,21 @@
-"""Device events (received, opened): idempotent, counted once per message, counters in the same transaction."""
+"""Device events (received, opened): idempotent, counted once per message; the campaign counter and the analytics
+rollups move in the same transaction."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 
 from webadmin.extensions import db
+from webadmin.models.audience import Device
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message
 from webadmin.models.types import utcnow
+from webadmin.services.rollups import RollupBatch
 
 EVENT_TYPES = ("received", "opened")
 
@@ -34,34 +38,84 @@ class EventReport:
     unknown: list[str] = field(default_factory=list)
 
 
-def _known(uuids: list[str], app_id: int | None) -> dict[str, tuple[int, int | None]]:
-    """uuid → (message id, campaign id) for messages of this app (any app when app_id is None)."""
-    query = select(Message.uuid, Message.id, Message.campaign_id).where(Message.uuid.in_(uuids))
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A reported message: its ids, where it counts in the rollups, and the earliest time an event can have."""
+
+    id: int
+    campaign_id: int | None
+    platform: str | None
+    source: str
+    earliest: datetime
+
+
+def _known(uuids: list[str], app_id: int | None) -> dict[str, _Target]:
+    """uuid → target for messages of this app (any app when app_id is None): one query with what the rollups need."""
+    m, c, d = Message.__table__, Campaign.__table__, Device.__table__
+    query = (
+        select(m.c.uuid, m.c.id, m.c.campaign_id, m.c.sent_at, m.c.created_at, d.c.platform, c.c.source)
+        .select_from(m.outerjoin(c, c.c.id == m.c.campaign_id).outerjoin(d, d.c.id == m.c.device_id))
+        .where(m.c.uuid.in_(uuids))
+    )
     if app_id is not None:
-        query = query.join(Campaign, Campaign.id == Message.campaign_id).where(Campaign.app_id == app_id)
-    return {row.uuid: (row.id, row.campaign_id) for row in db.session.execute(query)}
+        query = query.where(c.c.app_id == app_id)
+    return {
+        row.uuid: _Target(row.id, row.campaign_id, row.platform, row.source or "adhoc", row.sent_at or row.created_at)
+        for row in db.session.execute(query)
+    }
+
+
+def _first_reports(events: list[DeviceEvent], known: dict[str, _Target], report: EventReport,
+                   now: datetime) -> dict[tuple[str, datetime], list[_Target]]:
+    """(type, when) → messages, one report per message and type; a device clock is trusted only between the
+    send and now. Later reports of the same message in the batch are duplicates, unknown UUIDs are listed."""
+    seen: set[tuple[str, int]] = set()
+    groups: dict[tuple[str, datetime], list[_Target]] = defaultdict(list)
+    for event in events:
+        target = known.get(event.message_uuid)
+        if target is None:
+            report.unknown.append(event.message_uuid)
+            continue
+        if (event.type, target.id) in seen:
+            report.duplicates += 1
+            continue
+        seen.add((event.type, target.id))
+        at = min(max(event.at or now, target.earliest), now)
+        groups[event.type, at].append(target)
+    return groups
 
 
 def record_events(events: list[DeviceEvent], *, app_id: int | None) -> EventReport:
-    """Record events; an open counts once per message however often it is reported."""
+    """Record events; an open (or a receipt) counts once per message however often it is reported."""
     report = EventReport()
     known = _known(list({e.message_uuid for e in events}), app_id)
-    opened_per_campaign: Counter[int] = Counter()
-    now = utcnow()
-    for event in events:
-        if event.message_uuid not in known:
-            report.unknown.append(event.message_uuid)
-            continue
-        message_id, campaign_id = known[event.message_uuid]
-        column = Message.opened_at if event.type == "opened" else Message.received_at
-        changed = db.session.execute(
-            update(Message).where(Message.id == message_id, column.is_(None)).values({column.key: event.at or now})
-        ).rowcount
-        if changed and event.type == "opened" and campaign_id is not None:
-            opened_per_campaign[campaign_id] += 1
-        report.counted += changed
-        report.duplicates += 1 - changed
-    for campaign_id, opened in opened_per_campaign.items():
-        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(opened=Campaign.opened + opened))
+    m = Message.__table__
+    rollups, opened = RollupBatch(), Counter[int]()
+    for (kind, at), targets in sorted(_first_reports(events, known, report, utcnow()).items()):
+        column = m.c.opened_at if kind == "opened" else m.c.received_at
+        by_id = {t.id: t for t in targets}
+        # The IS NULL guard makes it idempotent across requests too: of two racing reports, one changes the row.
+        counted = db.session.scalars(
+            update(m).where(m.c.id.in_(sorted(by_id)), column.is_(None))
+            # An event is no change of the message's state: changed_at stays (failures are counted by it).
+            .values({column.key: at, "changed_at": m.c.changed_at})
+            .returning(m.c.id)
+        ).all()
+        report.counted += len(counted)
+        report.duplicates += len(targets) - len(counted)
+        _count(rollups, opened, kind, at, [by_id[i] for i in counted])
+    for campaign_id, n in sorted(opened.items()):
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(opened=Campaign.opened + n))
+    rollups.write()
     db.session.commit()
     return report
+
+
+def _count(rollups: RollupBatch, opened: Counter[int], kind: str, at: datetime, targets: list[Any]) -> None:
+    """Add counted events to the rollups and the campaigns' open counters."""
+    for target in targets:
+        if target.campaign_id is None:
+            continue
+        rollups.add(target.campaign_id, target.source, target.platform, at, kind)
+        if kind == "opened":
+            opened[target.campaign_id] += 1
