@@ -8,6 +8,8 @@ from webadmin.models.campaign import Campaign, CampaignStatus, Channel
 from webadmin.models.message import Message, MessageRelatedObject, MessageState, Template
 from webadmin.models.offer import Offer
 from webadmin.models.setting import Setting
+from webadmin.models.sms import SmsChannel, SmsMessage, SmsState
+from webadmin.models.sms import SmsChannel, SmsMessage, SmsState
 from webadmin.models.user import LoginAttempt, Role, StaffSession, User
 
 __all__ = [
@@ -31,6 +33,12 @@ __all__ = [
     "LoginAttempt",
     "Role",
     "Setting",
+    "SmsChannel",
+    "SmsMessage",
+    "SmsState",
+    "SmsChannel",
+    "SmsMessage",
+    "SmsState",
     "StaffSession",
     "Subscriber",
     "User",
