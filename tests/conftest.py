@@ -1,4 +1,5 @@
-"""Fixtures: app (on SQLite, and on PostgreSQL when configured), client, login-as-role, live server."""
+"""Fixtures: app (on SQLite, and on PostgreSQL when configured), client, login-as-role, live server, a fake
+Google service account."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
@@ -188,3 +191,25 @@ def csrf_token_from(html: str) -> str:
     )
     assert match, "no CSRF token in the page"
     return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    """An RSA key made at test time (never committed)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def service_account(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
+    """A fake Google service-account dict signed with the throwaway key."""
+    pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return {
+        "type": "service_account",
+        "project_id": "demo-proj",
+        "private_key_id": "test-key-1",
+        "private_key": pem,
+        "client_email": "pusher@demo-proj.iam.gserviceaccount.com",
+        "client_id": "1234567890",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }

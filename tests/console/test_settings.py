@@ -8,11 +8,13 @@ import pytest
 from flask import Flask, url_for
 from sqlalchemy import select
 
+from tests.factories import everything_stored
 from webadmin.extensions import db
 from webadmin.models.app import ApiKey, App, hash_api_key
 from webadmin.models.audit import AuditEvent
 from webadmin.models.user import Role
-from webadmin.services import ServiceError, apps, settings
+from webadmin.services import ServiceError, apps, channels, settings
+from webadmin.services.channels import ChannelInput
 
 SECRET = re.compile(r"wa_[0-9a-f]{8}\.[A-Za-z0-9_-]{20,}")
 
@@ -23,15 +25,6 @@ def _audit(action: str) -> list[AuditEvent]:
 
 def _make_app(name: str = "Nibs") -> App:
     return apps.create_app(name, ["android", "ios", "web"], "nibs", actor="test")
-
-
-def _everything_stored() -> str:
-    """Every row of every table as text, to prove a value is stored nowhere."""
-    db.session.expire_all()
-    parts = []
-    for table in db.metadata.sorted_tables:
-        parts.extend(repr(tuple(row)) for row in db.session.execute(select(table)))
-    return "\n".join(parts)
 
 
 def test_admin_creates_app_and_sees_it_listed(client, login_as):
@@ -48,7 +41,7 @@ def test_admin_creates_app_and_sees_it_listed(client, login_as):
     page = client.get("/settings/").get_data(as_text=True)
     assert "Nibs" in page and "nibs://" in page and "apps-empty" not in page
     page = client.get(f"/settings/apps/{app.id}").get_data(as_text=True)
-    assert "Channels" in page and "configured here" in page and "No API keys yet" in page
+    assert "Channels" in page and "Debug (nothing is sent)" in page and "No API keys yet" in page
 
 
 def test_settings_page_has_useful_empty_state_and_api_docs_link(client, login_as):
@@ -132,7 +125,7 @@ def test_api_key_is_shown_once_and_stored_only_hashed(client, login_as, caplog):
     assert key.key_hash == hash_api_key(secret) and key.matches(secret)
     assert secret.startswith(key.prefix + ".") and key.created_by.endswith("@example.com")
     random_part = secret.split(".", 1)[1]
-    stored = _everything_stored()
+    stored = everything_stored()
     assert random_part not in stored and key.prefix in stored
     [event] = _audit("api_key.create")
     assert event.detail == {"app_id": app.id, "name": "iOS production", "prefix": key.prefix}
@@ -215,12 +208,14 @@ def test_delivery_setting_is_saved_and_audited(client, login_as):
 def test_viewer_and_marketer_read_but_cannot_post_to_any_settings_route(app: Flask, client, login_as, role):
     app_row = _make_app()
     key, _ = apps.create_api_key(app_row, "Android", actor="test")
+    channel = channels.create_channel(app_row, "web", "simulator", ChannelInput(name="Sim", enabled=True),
+                                      actor="test").channel
     login_as(role)
     page = client.get("/settings/").get_data(as_text=True)
     assert "Nibs" in page and "Only admins change this" in page and "New app" not in page
     detail = client.get(f"/settings/apps/{app_row.id}").get_data(as_text=True)
     assert key.prefix in detail and "Create key" not in detail and "Revoke…" not in detail
-    values = {"app_id": app_row.id, "key_id": key.id}
+    values = {"app_id": app_row.id, "key_id": key.id, "channel_id": channel.id}
     rules = app.url_map.iter_rules()
     posts = [rule for rule in rules if rule.endpoint.startswith("settings.") and "POST" in rule.methods]
     assert len(posts) >= 5
@@ -231,4 +226,5 @@ def test_viewer_and_marketer_read_but_cannot_post_to_any_settings_route(app: Fla
         assert client.post(path, data=data).status_code == 403, path
     db.session.expire_all()
     assert key.active and app_row.name == "Nibs" and settings.get("delivery.device_selection") == "all"
+    assert channel.enabled and channel.name == "Sim" and channel.error is None
     assert db.session.scalar(select(ApiKey.id).where(ApiKey.id != key.id)) is None

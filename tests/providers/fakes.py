@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,26 @@ class FakeServer:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+class ThreadedFake:
+    """A FakeServer on its own thread and event loop, for code that runs its loop itself (console, live server)."""
+
+    def __init__(self, server: FakeServer | None = None) -> None:
+        self.server = server or FakeServer()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fake-provider", daemon=True)
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self.loop).result(timeout=10)
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.__aexit__(None, None, None), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
 
 
 def free_port_url() -> str:

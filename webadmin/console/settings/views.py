@@ -10,14 +10,15 @@ from webadmin.access import Role, allow
 from webadmin.console.settings.forms import PLATFORM_LABELS, ApiKeyForm, AppForm, DeliveryForm, RevokeForm
 from webadmin.extensions import db
 from webadmin.models.app import App
-from webadmin.services import ServiceError, apps, settings
+from webadmin.services import ServiceError, apps, channels, settings
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
+bp.add_app_template_global(channels.backend_label, "backend_label")
 
 DEVICE_SELECTION = "delivery.device_selection"
 
 
-def _app_or_404(app_id: int) -> App:
+def app_or_404(app_id: int) -> App:
     """The app, or a 404."""
     return apps.get_app(app_id) or abort(404)
 
@@ -40,6 +41,7 @@ def _app_page(app: App, key_form: ApiKeyForm | None = None):
         key_form=key_form or ApiKeyForm(formdata=None),
         revoke_form=RevokeForm(),
         platform_labels=PLATFORM_LABELS,
+        channel_rows=channels.platform_channels(app),
     )
 
 
@@ -93,14 +95,14 @@ def new_app():
 @allow(Role.VIEWER, write=Role.ADMIN)
 def show_app(app_id: int):
     """An app: its details, API keys and channels."""
-    return _app_page(_app_or_404(app_id))
+    return _app_page(app_or_404(app_id))
 
 
 @bp.route("/apps/<int:app_id>/edit", methods=["GET", "POST"])
 @allow(Role.ADMIN)
 def edit_app(app_id: int):
     """Change an app's name, platforms or deep-link scheme."""
-    app = _app_or_404(app_id)
+    app = app_or_404(app_id)
     form = AppForm(obj=app)
     if form.validate_on_submit():
         try:
@@ -117,7 +119,7 @@ def edit_app(app_id: int):
 @allow(Role.ADMIN)
 def create_key(app_id: int):
     """Issue an API key and show its secret this once (answered directly, never redirected or cached)."""
-    app, form = _app_or_404(app_id), ApiKeyForm()
+    app, form = app_or_404(app_id), ApiKeyForm()
     if form.validate_on_submit():
         try:
             key, secret = apps.create_api_key(app, form.name.data, actor=current_user)
@@ -134,7 +136,7 @@ def create_key(app_id: int):
 @allow(Role.ADMIN)
 def revoke_key(app_id: int, key_id: int):
     """Revoke a key: devices registering with it are refused from now on."""
-    app = _app_or_404(app_id)
+    app = app_or_404(app_id)
     key = apps.get_api_key(app, key_id) or abort(404)
     if not RevokeForm().validate_on_submit():
         abort(400)
@@ -143,3 +145,7 @@ def revoke_key(app_id: int, key_id: int):
     else:
         flash(f"Key {key.prefix} was already revoked.", "info")
     return redirect(url_for("settings.show_app", app_id=app.id))
+
+
+# The Channels card of an app's page has its own module; importing it adds its routes to this blueprint.
+from webadmin.console.settings import channel_views  # noqa: E402, F401
