@@ -31,6 +31,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("WEBADMIN_ENGINE_RETRY_BASE_SECONDS", "30", "first retry delay (doubles per attempt, with jitter)"),
     ("WEBADMIN_ENGINE_DISPATCH_FANOUT", "4", "dispatch tasks queued per campaign (workers sharing it)"),
     ("WEBADMIN_SCHEDULE_MISSED_WINDOW_MINUTES", "15", "a scheduled campaign later than this is held, not sent"),
+    ("WEBADMIN_DEFAULT_TIME_ZONE", "UTC", "zone for analytics times when the browser does not report one"),
 ]
 
 
@@ -100,8 +101,21 @@ def load_config() -> dict[str, Any]:
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         "CREDENTIALS_KEYS": os.environ.get("WEBADMIN_CREDENTIALS_KEYS") or None,
+        "DEFAULT_TIME_ZONE": _time_zone("WEBADMIN_DEFAULT_TIME_ZONE", "UTC"),
         **_engine_settings(),
     }
+
+
+def _time_zone(name: str, default: str) -> str:
+    """An IANA time zone name from the environment, failing loudly on an unknown one."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = (os.environ.get(name) or "").strip() or default
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise RuntimeError(f"{name} must be an IANA time zone such as Europe/Warsaw, not {value!r}") from exc
+    return value
 
 
 def _env_float(name: str, default: float) -> float:

@@ -20,6 +20,7 @@ NAVIGATION: list[tuple[str, str]] = [
 
 def register_console(app: Flask) -> None:
     """Register every console blueprint."""
+    from webadmin.console.analytics.views import bp as analytics_bp
     from webadmin.console.audience.views import bp as audience_bp
     from webadmin.console.auth.views import bp as auth_bp
     from webadmin.console.campaigns.views import bp as campaigns_bp
@@ -32,6 +33,7 @@ def register_console(app: Flask) -> None:
     from webadmin.console.users.views import bp as users_bp
 
     for blueprint in (
+        analytics_bp,
         audience_bp,
         auth_bp,
         campaigns_bp,

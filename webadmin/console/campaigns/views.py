@@ -7,6 +7,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from webadmin.access import Role, allow
+from webadmin.console.analytics.views import campaign_charts
 from webadmin.extensions import db, htmx
 from webadmin.models.campaign import SOURCES, Campaign, CampaignStatus
 from webadmin.models.message import MessageState
@@ -44,9 +45,10 @@ def detail(campaign_id: int):
     if campaign.status == CampaignStatus.DRAFT.value:
         spec = AudienceSpec.from_dict(campaign.audience)
         audience_now = count_audience(campaign.app_id, spec, settings.get("delivery.device_selection"))
+    charts = campaign_charts(campaign) if campaign.status != CampaignStatus.DRAFT.value else None
     return render_template("campaigns/detail.html", campaign=campaign, live=campaign.status in LIVE,
                            audience_now=audience_now, form=FlaskForm(), log=_log(campaign),
-                           states=list(MessageState))
+                           states=list(MessageState), charts=charts)
 
 
 def _log(campaign: Campaign) -> campaign_views.Page:

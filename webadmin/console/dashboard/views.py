@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from webadmin.access import Role, allow
-from webadmin.services import demo
+from webadmin.console.analytics.views import chart
+from webadmin.console.analytics.zone import remember_zone, viewer_zone
+from webadmin.services import analytics, demo
+from webadmin.services.analytics import Window
 
 bp = Blueprint("dashboard", __name__)
 
@@ -15,10 +18,19 @@ bp = Blueprint("dashboard", __name__)
 @bp.route("/")
 @allow(Role.VIEWER)
 def index():
-    """Home: KPIs once there is data; on an empty install, an offer to load demo data."""
-    return render_template(
-        "dashboard/index.html", summary=demo.summary(), demo_form=FlaskForm(), empty=demo.is_empty()
+    """Home: 7- and 30-day KPIs, sends and opens per day and recent campaigns once there is data; on an empty
+    install, an offer to load demo data."""
+    zone, problem = viewer_zone()
+    summary = demo.summary()
+    week, month = (analytics.kpis(Window.last(days, zone)) for days in (7, 30))
+    recent, recent_ids = analytics.recent_campaigns(zone)
+    page = render_template(
+        "dashboard/index.html", summary=summary, demo_form=FlaskForm(), empty=not any(n for _, n in summary),
+        kpis=[week, month], daily=chart("daily", month.window) if month.sent or month.failed else None,
+        recent=recent, recent_links=[url_for("campaigns.detail", campaign_id=i) for i in recent_ids],
+        zone=zone, problem=problem,
     )
+    return remember_zone(make_response(page), zone, problem)
 
 
 @bp.route("/demo", methods=["POST"])

@@ -1,0 +1,81 @@
+"""Plotly figures built on the server from the analytics tables; the page embeds them as JSON data blocks and
+static/js/analytics.js draws them with the locally served plotly.js (no inline script, no CDN)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+from webadmin.services.analytics import Funnel, Table
+
+COLORS = {"Sent": "#0d6efd", "Failed": "#dc3545", "Opened": "#198754", "Opens": "#198754"}
+# A light layout of our own: plotly's default template alone is most of a figure's JSON and of its build time.
+LAYOUT: dict[str, Any] = {
+    "template": "none",
+    "height": 300,
+    "margin": {"l": 48, "r": 12, "t": 8, "b": 48},
+    "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
+    "legend": {"orientation": "h", "y": -0.2},
+    "hovermode": "x unified",
+    "xaxis": {"gridcolor": "#e9ecef", "automargin": True},
+    "yaxis": {"gridcolor": "#e9ecef", "rangemode": "tozero", "automargin": True},
+    "paper_bgcolor": "rgba(0,0,0,0)",
+    "plot_bgcolor": "rgba(0,0,0,0)",
+}
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A figure with the table it was drawn from and where that table downloads as CSV."""
+
+    table: Table
+    figure: str  # JSON, safe inside <script type="application/json">
+    csv_url: str
+
+    @property
+    def key(self) -> str:
+        """The table's key (element ids)."""
+        return self.table.key
+
+
+def _json(figure: go.Figure) -> str:
+    """The figure as JSON that cannot end its <script> element early (names come from users)."""
+    return figure.to_json().replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _figure(traces: list[Any], **layout: Any) -> str:
+    """A figure with the common layout."""
+    return _json(go.Figure(data=traces, layout={**LAYOUT, **layout}))
+
+
+def _percent(value: str) -> float | None:
+    """"40.0%" → 40.0 (None for "–")."""
+    return float(value[:-1]) if value.endswith("%") else None
+
+
+def bars(table: Table, label: str, series: tuple[str, ...] = ("Sent", "Opened", "Failed")) -> str:
+    """Grouped bars of some count columns against a label column (time or category)."""
+    x = table.column(label)
+    traces = [go.Bar(name=name, x=x, y=table.column(name), marker_color=COLORS[name]) for name in series]
+    return _figure(traces, barmode="group")
+
+
+def funnel(stages: Funnel) -> str:
+    """The campaign's stages as a plotly funnel (values as in the table beside it)."""
+    labels, values = zip(*stages.chart_stages, strict=True)
+    trace = go.Funnel(y=list(labels), x=list(values), textinfo="value+percent initial", marker_color="#0d6efd")
+    return _figure([trace], hovermode="closest", margin={"l": 140, "r": 12, "t": 8, "b": 24})
+
+
+def open_curve(table: Table) -> str:
+    """Opens per hour after sending (bars) and the running open rate (line, right axis)."""
+    x = table.column("Hour after sending")
+    traces = [
+        go.Bar(name="Opens", x=x, y=table.column("Opens"), marker_color=COLORS["Opens"]),
+        go.Scatter(name="Open rate so far (%)", x=x, y=[_percent(v) for v in table.column("Open rate so far")],
+                   yaxis="y2", mode="lines", line={"color": "#6f42c1"}),
+    ]
+    return _figure(traces, xaxis={**LAYOUT["xaxis"], "title": {"text": "hours after sending started"}},
+                   yaxis2={"overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False})

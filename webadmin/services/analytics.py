@@ -1,0 +1,342 @@
+"""Analytics read models: tables (the numbers behind every chart, also its CSV) built from the rollups only.
+
+No function here reads the messages table, so a page costs the same with a thousand messages or a million.
+Hours are UTC hours (the rollups' grain) shown in the viewer's zone; a day is the viewer's calendar day, and an
+hour belongs to the day in which it starts (in zones offset by a half hour, that is half an hour off midnight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+
+from webadmin.extensions import db
+from webadmin.models.analytics import FAILURE_CLASSES, CampaignHourlyRollup, CampaignRollup, HourlyRollup
+from webadmin.models.campaign import Campaign, CampaignStatus
+from webadmin.models.offer import Offer
+from webadmin.models.types import utcnow
+from webadmin.services.rollups import hour_of
+from webadmin.services.subscriber_csv import csv_stream
+
+RANGES = (7, 30, 90)  # days the charts can show
+HOURLY_HOURS = 48  # the by-hour chart covers the last two days
+CURVE_HOURS = 72  # a campaign's open curve shows its first three days hour by hour, then the rest in one row
+RECENT_CAMPAIGNS = 8
+FAILURE_LABELS = {"invalid_token": "invalid token", "quota": "quota", "auth": "auth", "payload": "payload",
+                  "other": "other"}
+PLATFORM_LABELS = {"android": "Android", "ios": "iOS", "web": "Web", "unknown": "unknown (device deleted)"}
+SOURCE_LABELS = {"adhoc": "Ad hoc", "offer": "Offer", "social": "Social", "api": "API"}
+
+
+def zone_named(name: str | None, default: str = "UTC") -> tuple[ZoneInfo, str | None]:
+    """The zone of an IANA name, and a problem to show when the name is unknown (the default zone is used)."""
+    if not name:
+        return ZoneInfo(default), None
+    try:
+        if len(name) > 64:
+            raise ValueError(name)
+        return ZoneInfo(name), None
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(default), f"Unknown time zone {name[:64]!r}: times are shown in {default}."
+
+
+def rate(part: int, whole: int) -> str:
+    """A share as the page and the CSV show it ("40.0%"), or "–" when there is nothing to divide by."""
+    return f"{part / whole * 100:.1f}%" if whole else "–"
+
+
+@dataclass
+class Table:
+    """Rows under a header: what a chart shows, rendered beside it and exported as CSV."""
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def column(self, name: str) -> list[Any]:
+        """One column's values."""
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def csv(self) -> Iterator[str]:
+        """The table as CSV (formula-like cells escaped)."""
+        return csv_stream(self.columns, self.rows)
+
+    @property
+    def empty(self) -> bool:
+        """No row, or nothing but zeros."""
+        return not any(value for row in self.rows for value in row[1:] if isinstance(value, int))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The last `days` calendar days (today included) in a zone, as UTC hour bounds."""
+
+    days: int
+    zone: ZoneInfo
+    first_day: date
+    start: datetime  # the first UTC hour that starts on first_day (local)
+    end: datetime  # now
+
+    @classmethod
+    def last(cls, days: int, zone: ZoneInfo, now: datetime | None = None) -> Window:
+        """The window ending now."""
+        now = now or utcnow()
+        first_day = now.astimezone(zone).date() - timedelta(days=days - 1)
+        return cls(days, zone, first_day, _first_hour_of(first_day, zone), now)
+
+    def label(self) -> str:
+        """"last 7 days" in words."""
+        return "today" if self.days == 1 else f"the last {self.days} days"
+
+
+def _first_hour_of(day: date, zone: ZoneInfo) -> datetime:
+    """The first UTC hour starting on or after local midnight of `day`."""
+    midnight = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+    floor = hour_of(midnight)
+    return floor if floor == midnight else floor + timedelta(hours=1)
+
+
+def _local_day(hour: datetime, zone: ZoneInfo) -> date:
+    """The viewer's day an hour starts in."""
+    return hour.astimezone(zone).date()
+
+
+def _local(at: datetime, zone: ZoneInfo) -> str:
+    """A time in the viewer's zone, to the minute."""
+    return at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+# ------------------------------------------------------------------------------------------ traffic (hourly)
+
+_H = HourlyRollup.__table__
+_SUMS = [func.coalesce(func.sum(_H.c[name]), 0) for name in ("sent", "failed", "opened")]
+
+
+def _per_hour(start: datetime, end: datetime) -> dict[datetime, tuple[int, int, int]]:
+    """hour → (sent, failed, opened), summed over platforms and sources."""
+    rows = db.session.execute(
+        select(_H.c.hour, *_SUMS).where(_H.c.hour >= start, _H.c.hour <= end).group_by(_H.c.hour)
+    )
+    return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+
+def daily(window: Window) -> Table:
+    """Sends, final failures and opens per day of the window (days without traffic included, as zeros)."""
+    days: dict[date, list[int]] = {window.first_day + timedelta(days=i): [0, 0, 0] for i in range(window.days)}
+    for hour, counts in _per_hour(window.start, window.end).items():
+        day = days.get(_local_day(hour, window.zone))
+        if day is not None:
+            for i, n in enumerate(counts):
+                day[i] += n
+    table = Table("daily", f"Sends and opens per day, {window.label()}",
+                  ["Day", "Sent", "Failed", "Opened", "Open rate"])
+    table.rows = [[day.isoformat(), s, f, o, rate(o, s)] for day, (s, f, o) in days.items()]
+    return table
+
+
+def hourly(zone: ZoneInfo, hours: int = HOURLY_HOURS, now: datetime | None = None) -> Table:
+    """Sends, final failures and opens per hour of the last `hours` hours (the current one included)."""
+    last = hour_of(now or utcnow())
+    first = last - timedelta(hours=hours - 1)
+    counts = _per_hour(first, last)
+    table = Table("hourly", f"Sends and opens per hour, last {hours} hours", ["Hour", "Sent", "Failed", "Opened"])
+    for i in range(hours):
+        hour = first + timedelta(hours=i)
+        table.rows.append([_local(hour, zone), *counts.get(hour, (0, 0, 0))])
+    return table
+
+
+def _breakdown(window: Window, column: str, key: str, title: str, heading: str, labels: dict[str, str]) -> Table:
+    """Traffic of the window per value of a rollup column (platform or source), busiest first."""
+    rows = db.session.execute(
+        select(_H.c[column], *_SUMS).where(_H.c.hour >= window.start, _H.c.hour <= window.end)
+        .group_by(_H.c[column])
+    ).all()
+    table = Table(key, f"{title}, {window.label()}", [heading, "Sent", "Failed", "Opened", "Open rate"])
+    for value, sent, failed, opened in sorted(rows, key=lambda r: (-r[1], r[0])):
+        table.rows.append([labels.get(value, value), int(sent), int(failed), int(opened), rate(int(opened), int(sent))])
+    return table
+
+
+def by_platform(window: Window) -> Table:
+    """Traffic per platform."""
+    return _breakdown(window, "platform", "platforms", "By platform", "Platform", PLATFORM_LABELS)
+
+
+def by_source(window: Window) -> Table:
+    """Traffic per campaign source (ad hoc, offer, social, API)."""
+    return _breakdown(window, "source", "sources", "By source", "Source", SOURCE_LABELS)
+
+
+def by_offer(window: Window) -> Table:
+    """Sends and opens of pushes about each offer in the window (from the campaigns' hourly rollups)."""
+    ch, c = CampaignHourlyRollup.__table__, Campaign.__table__
+    rows = db.session.execute(
+        select(c.c.related_id, func.count(func.distinct(c.c.id)), func.sum(ch.c.sent), func.sum(ch.c.opened))
+        .join(c, c.c.id == ch.c.campaign_id)
+        .where(ch.c.hour >= window.start, ch.c.hour <= window.end, c.c.related_type == "offer")
+        .group_by(c.c.related_id)
+    ).all()
+    ids = [int(r[0]) for r in rows if str(r[0]).isdigit()]
+    names = dict(db.session.execute(select(Offer.id, Offer.name).where(Offer.id.in_(ids))).all()) if ids else {}
+    table = Table("offers", f"By offer, {window.label()}", ["Offer", "Campaigns", "Sent", "Opened", "Open rate"])
+    for related_id, campaigns, sent, opened in sorted(rows, key=lambda r: (-int(r[2]), str(r[0]))):
+        name = names.get(int(related_id)) if str(related_id).isdigit() else None
+        table.rows.append([name or f"offer {related_id} (deleted)", int(campaigns), int(sent), int(opened),
+                           rate(int(opened), int(sent))])
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ dashboard
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Totals of a window."""
+
+    window: Window
+    sent: int
+    failed: int
+    opened: int
+    campaigns: int
+
+    @property
+    def open_rate(self) -> str:
+        """Opens per accepted push."""
+        return rate(self.opened, self.sent)
+
+
+def kpis(window: Window) -> Kpis:
+    """Sends, failures and opens of the window (rollups) and the campaigns started in it."""
+    sent, failed, opened = db.session.execute(
+        select(*_SUMS).where(_H.c.hour >= window.start, _H.c.hour <= window.end)
+    ).one()
+    started = db.session.scalar(select(func.count(Campaign.id)).where(Campaign.started_at >= window.start)) or 0
+    return Kpis(window, int(sent), int(failed), int(opened), started)
+
+
+def recent_campaigns(zone: ZoneInfo, limit: int = RECENT_CAMPAIGNS) -> tuple[Table, list[int]]:
+    """The latest campaigns that went out (drafts excluded) with their counters; also their ids, for links."""
+    campaigns = db.session.scalars(
+        select(Campaign).where(Campaign.status != CampaignStatus.DRAFT.value).order_by(Campaign.id.desc()).limit(limit)
+    ).all()
+    table = Table("recent", "Recent campaigns",
+                  ["Campaign", "Started", "Status", "Targeted", "Sent", "Failed", "Opened", "Open rate"])
+    for c in campaigns:
+        started = _local(c.started_at, zone) if c.started_at else "not yet"
+        table.rows.append([c.title or c.text[:60], started, c.status, c.targeted, c.sent, c.failed, c.opened,
+                           rate(c.opened, c.sent)])
+    return table, [c.id for c in campaigns]
+
+
+# ------------------------------------------------------------------------------------------------ campaigns
+
+
+@dataclass(frozen=True)
+class FunnelRow:
+    """One stage: a count (or None: nobody knows) and its share, with a note."""
+
+    stage: str
+    count: int | None
+    share: str = ""
+    note: str = ""
+    level: int = 0  # 1 = a part of the row above (failure classes)
+
+
+# Sections that add funnel stages (SMS fallback, …) register a function here: campaign → rows, shown after the
+# failures. The campaign page passes them to the funnel as `extra_rows`.
+FUNNEL_EXTRAS: list[Callable[[Campaign], list[FunnelRow]]] = []
+
+
+def funnel_extra_rows(campaign: Campaign) -> list[FunnelRow]:
+    """The extra stages every registered section adds for this campaign."""
+    return [row for extra in FUNNEL_EXTRAS for row in extra(campaign)]
+
+
+@dataclass
+class Funnel:
+    """A campaign's funnel: the stages as rows (the table and the CSV), plus the chart's stages."""
+
+    campaign: Campaign
+    rollup: CampaignRollup
+    rows: list[FunnelRow]
+
+    @property
+    def chart_stages(self) -> list[tuple[str, int]]:
+        """Targeted → sent → (delivered, when devices reported it) → opened."""
+        stages = [("Targeted", self.campaign.targeted), ("Sent", self.rollup.sent)]
+        if self.rollup.received:
+            stages.append(("Delivered (reported)", self.rollup.received))
+        return [*stages, ("Opened", self.rollup.opened)]
+
+    def table(self) -> Table:
+        """The stages as a table."""
+        return Table("funnel", "Funnel", ["Stage", "Messages", "Share", "Note"],
+                     [[("– " if r.level else "") + r.stage, "unknown" if r.count is None else r.count, r.share,
+                       r.note] for r in self.rows])
+
+
+def funnel(campaign: Campaign, extra_rows: list[FunnelRow] | None = None) -> Funnel:
+    """Targeted → sent → failed by reason → (extra stages) → delivered → opened, from the campaign's rollup."""
+    rollup = db.session.get(CampaignRollup, campaign.id) or CampaignRollup(
+        campaign_id=campaign.id, **{name: 0 for name in _ROLLUP_COUNTS})
+    targeted, sent, failed = campaign.targeted, rollup.sent, rollup.failed
+    rows = [
+        FunnelRow("Targeted", targeted, rate(targeted, targeted), "devices the audience had when sending started"),
+        FunnelRow("Sent", sent, rate(sent, targeted), "accepted by the provider"),
+        FunnelRow("Failed", failed, rate(failed, targeted), "final failures; retries are not counted until they end"),
+        *[FunnelRow(FAILURE_LABELS[name], getattr(rollup, f"failed_{name}"), rate(getattr(rollup, f"failed_{name}"),
+                                                                                    targeted), level=1)
+          for name in FAILURE_CLASSES],
+    ]
+    if campaign.cancelled:
+        rows.append(FunnelRow("Cancelled", campaign.cancelled, rate(campaign.cancelled, targeted),
+                              "not sent because the campaign was cancelled"))
+    open_ = max(0, targeted - sent - failed - campaign.cancelled)
+    if open_:
+        rows.append(FunnelRow("Not final yet", open_, rate(open_, targeted), "waiting, being sent or retrying"))
+    rows.extend(extra_rows or [])
+    if rollup.received:
+        rows.append(FunnelRow("Delivered to the device", rollup.received, rate(rollup.received, sent),
+                              "reported by the app; the rest is unknown"))
+    else:
+        rows.append(FunnelRow("Delivered to the device", None, "", "no device reported receipt"))
+    rows.append(FunnelRow("Opened", rollup.opened, rate(rollup.opened, sent), "open rate: opens per message sent"))
+    return Funnel(campaign, rollup, rows)
+
+
+_ROLLUP_COUNTS = ("sent", *(f"failed_{name}" for name in FAILURE_CLASSES), "opened", "received")
+
+
+def open_curve(campaign: Campaign, zone: ZoneInfo) -> Table:
+    """Opens per hour after sending started (the first CURVE_HOURS hours, then the rest), with the running rate."""
+    table = Table("opens", "Opens after sending", ["Hour after sending", "Starting", "Opens", "Opens so far",
+                                                   "Open rate so far"])
+    if campaign.started_at is None:
+        return table
+    start = hour_of(campaign.started_at)
+    ch = CampaignHourlyRollup.__table__
+    rows = db.session.execute(select(ch.c.hour, ch.c.sent, ch.c.opened).where(ch.c.campaign_id == campaign.id))
+    per_hour: dict[int, int] = {}
+    sent = 0
+    for hour, hour_sent, opened in rows:
+        sent += hour_sent
+        if opened:
+            index = min(CURVE_HOURS, max(0, int((hour - start).total_seconds() // 3600)))
+            per_hour[index] = per_hour.get(index, 0) + opened
+    if not per_hour:
+        return table
+    total = 0
+    for index in range(max(per_hour) + 1):
+        total += per_hour.get(index, 0)
+        label = f"{index}" if index < CURVE_HOURS else f"{CURVE_HOURS} and later"
+        table.rows.append([label, _local(start + timedelta(hours=index), zone), per_hour.get(index, 0), total,
+                           rate(total, sent)])
+    return table
