@@ -31,6 +31,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("WEBADMIN_ENGINE_RETRY_BASE_SECONDS", "30", "first retry delay (doubles per attempt, with jitter)"),
     ("WEBADMIN_ENGINE_DISPATCH_FANOUT", "4", "dispatch tasks queued per campaign (workers sharing it)"),
     ("WEBADMIN_SCHEDULE_MISSED_WINDOW_MINUTES", "15", "a scheduled campaign later than this is held, not sent"),
+    ("WEBADMIN_SMS_BATCH_SIZE", "100", "SMS fallback rows a worker claims per batch"),
     ("WEBADMIN_DEFAULT_TIME_ZONE", "UTC", "zone for analytics times when the browser does not report one"),
 ]
 
@@ -139,6 +140,7 @@ def _engine_settings() -> dict[str, Any]:
         "ENGINE_RETRY_BASE_SECONDS": _env_float("WEBADMIN_ENGINE_RETRY_BASE_SECONDS", 30.0),
         "ENGINE_DISPATCH_FANOUT": _env_int("WEBADMIN_ENGINE_DISPATCH_FANOUT", 4),
         "SCHEDULE_MISSED_WINDOW_MINUTES": _env_int("WEBADMIN_SCHEDULE_MISSED_WINDOW_MINUTES", 15),
+        "SMS_BATCH_SIZE": _env_int("WEBADMIN_SMS_BATCH_SIZE", 100),
     }
 
 

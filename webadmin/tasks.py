@@ -51,3 +51,24 @@ def sweep() -> dict[str, int]:
     from webadmin.sending.sweeper import sweep_once
 
     return sweep_once()
+
+
+@huey.periodic_task(crontab(minute="*"))
+@in_app_context
+def sms_fallback() -> dict[str, int]:
+    """Every minute (and at the end of short windows): make due SMS fallback rows and queue their sending."""
+    from webadmin.sms.fallback import tick
+
+    return tick()
+
+
+@huey.task()
+@in_app_context
+def send_sms_fallbacks() -> str:
+    """Send claimable SMS fallback rows until none is left or the SMS channel halts."""
+    from webadmin.sms.fallback import send_pending
+
+    report = send_pending()
+    log.info("SMS fallback: %s batches, %s sent, %s skipped, %s failed, %s retried; %s", report.batches,
+             report.sent, report.skipped, report.failed, report.retried, report.stopped_because)
+    return report.stopped_because
