@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import time
@@ -13,12 +14,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from ._h2 import H2Failure
 from .base import ChannelAuthError, ProviderOptions, ProviderUnavailable, PushMessage, SendResult
 
 T = TypeVar("T")
 
 #: Errors of one HTTP exchange that got no (complete) answer: refused, reset, timed out.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, H2Failure)
 TRANSPORT_CODES = frozenset({"TIMEOUT", "CONNECTION_ERROR"})
 #: Internal marker: the provider refused the access token/key for this request.
 AUTH_REFUSED = "AUTH_REFUSED"
@@ -48,6 +50,19 @@ def ssl_context(options: ProviderOptions) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+@functools.lru_cache(maxsize=64)
+def _custom_tls(ca_file: str | None, verify_tls: bool) -> ssl.SSLContext:
+    """One context per TLS configuration (loading a CA file per request would cost milliseconds)."""
+    return ssl_context(ProviderOptions(ca_file=ca_file, verify_tls=verify_tls))
+
+
+def tls_for(options: ProviderOptions) -> ssl.SSLContext | None:
+    """The context a request must carry when the channel's TLS options differ from a shared session's defaults."""
+    if options.ca_file is None and options.verify_tls:
+        return None
+    return _custom_tls(options.ca_file, options.verify_tls)
 
 
 class SessionHolder:
@@ -86,13 +101,24 @@ def _parse_body(raw: bytes) -> tuple[Any, bool]:
 async def request(
     session: aiohttp.ClientSession, method: str, url: str, options: ProviderOptions, **kwargs: Any
 ) -> Answer:
-    """Make one request with the per-request timeout and read the whole answer."""
+    """Make one request with the per-request timeout and the channel's TLS options; read the whole answer.
+
+    The worker runtime's shared session has default TLS settings, so options.ca_file / verify_tls go on the request
+    (aiohttp keeps connections made with a different context apart).
+    """
     timeout = aiohttp.ClientTimeout(total=options.timeout)
+    tls = tls_for(options)
+    if tls is not None:
+        kwargs.setdefault("ssl", tls)
     async with session.request(method, url, timeout=timeout, **kwargs) as resp:
         raw = await resp.read()
+    return answer(resp.status, resp.headers, raw)
+
+
+def answer(status: int, headers: Mapping[str, str], raw: bytes) -> Answer:
+    """An Answer from a status, case-insensitive headers and the raw body."""
     data, ok = _parse_body(raw)
-    text = raw[:_SNIPPET].decode("utf-8", "replace")
-    return Answer(resp.status, resp.headers, data, text, ok)
+    return Answer(status, headers, data, raw[:_SNIPPET].decode("utf-8", "replace"), ok)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -115,7 +141,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def transport_result(message_id: int, exc: BaseException) -> SendResult:
     """Retryable result of a request that got no answer (timeout, reset, refused)."""
-    timed_out = isinstance(exc, TimeoutError)
+    timed_out = isinstance(exc, TimeoutError) or getattr(exc, "timed_out", False)
     code = "TIMEOUT" if timed_out else "CONNECTION_ERROR"
     text = "no answer within the timeout" if timed_out else f"connection failed: {type(exc).__name__}: {exc}"
     return SendResult(message_id, ok=False, error_code=code, error=text, retryable=True)

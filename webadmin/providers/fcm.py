@@ -1,4 +1,5 @@
-"""Firebase Cloud Messaging HTTP v1 backend: one request per message, OAuth2 via a service account."""
+"""Firebase Cloud Messaging HTTP v1 backend: one request per message, many concurrent HTTP/2 streams on a small
+pool of connections, OAuth2 via a service account."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import google.auth.exceptions
 import google.auth.transport
 from google.oauth2 import service_account
+from multidict import CIMultiDict
 
 from . import _http
+from ._h2 import H2Failure, H2NotNegotiated, H2Pool, H2Response
 from .base import (
     ChannelAuthError,
     ConnectionCheck,
@@ -40,6 +44,7 @@ DUMMY_TOKEN = "webadmin-connection-test-invalid-token"
 _RETRYABLE_CODES = frozenset({"QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL"})
 _TOKEN_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+_RESENDS = 3  # tries of a request the server did not process (GOAWAY, REFUSED_STREAM) before it counts as failed
 
 
 class _UrllibResponse(google.auth.transport.Response):
@@ -152,6 +157,16 @@ def build_message(m: PushMessage) -> dict[str, Any]:
     return message
 
 
+def _dumps(body: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON of a request body."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _answer(resp: H2Response) -> _http.Answer:
+    """An HTTP/2 answer as the classifier reads it (headers case-insensitive, as over HTTP/1.1)."""
+    return _http.answer(resp.status, CIMultiDict(resp.headers), resp.body)
+
+
 def _error_parts(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The `error` object and its `details` list from a v1 error body (empty when absent)."""
     error = data.get("error") if isinstance(data, dict) else None
@@ -245,10 +260,11 @@ class FcmBackend(PushBackend):
     def __init__(self, credentials: dict[str, Any], options: ProviderOptions | None = None,
                  session: aiohttp.ClientSession | None = None) -> None:
         super().__init__(credentials, options or ProviderOptions(batch_size=self.default_batch_size), session)
-        self._http = _http.SessionHolder(session, self.options)
-        # A shared (worker) session has the default TLS settings: ca_file/verify_tls must go on each request.
-        custom_tls = self.options.ca_file is not None or not self.options.verify_tls
-        self._tls: dict[str, Any] = {"ssl": _http.ssl_context(self.options)} if custom_tls else {}
+        self._http = _http.SessionHolder(session, self.options)  # HTTP/1.1: http:// endpoints, or no h2 on offer
+        self._h1 = urlsplit(self._base()).scheme != "https"
+        self._pool: H2Pool | None = None
+        self._path: str | None = None
+        self._headers: tuple[str, list[tuple[str, str]]] = ("", [])  # (access token, HTTP/2 headers)
         self._google: service_account.Credentials | None = None
         self._token: str | None = None
         self._deadline = 0.0
@@ -305,21 +321,71 @@ class FcmBackend(PushBackend):
                 await self._refresh()
             return str(self._token)
 
-    def _url(self) -> str:
-        base = (self.options.endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        return f"{base}/v1/projects/{self.project_id}/messages:send"
+    def _base(self) -> str:
+        return (self.options.endpoint or DEFAULT_ENDPOINT).rstrip("/")
 
-    async def _post(self, body: dict[str, Any], token: str) -> _http.Answer:
-        """POST one messages:send request."""
+    def _url(self) -> str:
+        """The messages:send URL path (built once)."""
+        if self._path is None:
+            self._path = f"/v1/projects/{self.project_id}/messages:send"
+        return self._path
+
+    @property
+    def connections_opened(self) -> int:
+        """HTTP/2 connections this backend opened (HTTP/1.1 ones are counted by the session's owner)."""
+        return self._pool.connections_opened if self._pool is not None else 0
+
+    def _h2_pool(self) -> H2Pool:
+        if self._pool is None:
+            ctx = _http.ssl_context(self.options)
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            # concurrency bounds the streams in flight, so this cap is only reached against a server that allows
+            # very few streams per connection; normally one connection carries them all.
+            self._pool = H2Pool(self._base(), ctx, size=self.options.concurrency, timeout=self.options.timeout,
+                                peer="FCM")
+        return self._pool
+
+    def _h2_headers(self, token: str) -> list[tuple[str, str]]:
+        """Request headers, one list per access token: the same values on every stream, so HPACK indexes them."""
+        if self._headers[0] != token:
+            pool = self._h2_pool()
+            self._headers = (token, [
+                (":method", "POST"), (":scheme", "https"), (":authority", pool.authority), (":path", self._url()),
+                ("authorization", f"Bearer {token}"), ("content-type", "application/json"),
+            ])
+        return self._headers[1]
+
+    async def _post_h2(self, body: bytes, token: str) -> _http.Answer:
+        """POST over HTTP/2; a stream the server refused unprocessed (GOAWAY, REFUSED_STREAM) is sent again."""
+        pool, headers = self._h2_pool(), self._h2_headers(token)
+        for attempt in range(_RESENDS):
+            try:
+                return _answer(await pool.request(headers, body, self.options.timeout))
+            except H2Failure as exc:
+                if not exc.unprocessed or attempt == _RESENDS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _post_h1(self, body: bytes, token: str) -> _http.Answer:
         session = await self._http.get()
-        headers = {"Authorization": f"Bearer {token}"}
-        return await _http.request(session, "POST", self._url(), self.options, json=body, headers=headers,
-                                   **self._tls)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return await _http.request(session, "POST", self._base() + self._url(), self.options, data=body,
+                                   headers=headers)
+
+    async def _post(self, body: bytes, token: str) -> _http.Answer:
+        """POST one messages:send request (HTTP/2 unless the server only speaks HTTP/1.1)."""
+        if not self._h1:
+            try:
+                return await self._post_h2(body, token)
+            except H2NotNegotiated:
+                log.warning("FCM endpoint %s offers no HTTP/2: sending over HTTP/1.1", self._base())
+                self._h1 = True
+        return await self._post_h1(body, token)
 
     async def _send_one(self, m: PushMessage, token: str) -> list[SendResult]:
         """Send one message; a transport failure becomes a retryable result."""
         try:
-            answer = await self._post({"message": build_message(m)}, token)
+            answer = await self._post(_dumps({"message": build_message(m)}), token)
         except _http.TRANSPORT_ERRORS as exc:
             return [_http.transport_result(m.message_id, exc)]
         return [classify(m.message_id, answer)]
@@ -341,7 +407,7 @@ class FcmBackend(PushBackend):
             token = await self.access_token(stale=self._token)
             body = {"validate_only": True, "message": {"token": DUMMY_TOKEN,
                                                        "notification": {"title": "test", "body": "test"}}}
-            answer = await self._post(body, token)
+            answer = await self._post(_dumps(body), token)
         except ProviderError as exc:
             return ConnectionCheck(ok=False, message=str(exc))
         except _http.TRANSPORT_ERRORS as exc:
@@ -361,5 +427,8 @@ class FcmBackend(PushBackend):
                                details=details)
 
     async def close(self) -> None:
-        """Close the session if this backend created it."""
+        """Close the HTTP/2 connections, and the HTTP/1.1 session if this backend created it."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
         await self._http.close()
