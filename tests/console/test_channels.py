@@ -141,6 +141,8 @@ def test_admin_adds_a_channel_through_the_two_step_form(client, login_as, nibs):
     assert 'name="platform"' in chooser and "OneSignal" in chooser and "iOS only" in chooser  # APNs serves iOS only
     refused = client.get(f"/settings/apps/{nibs.id}/channels/new?platform=android&backend=apns")
     assert "does not send to android" in refused.get_data(as_text=True)
+    unchosen = client.get(f"/settings/apps/{nibs.id}/channels/new?platform=android&backend=")
+    assert "Choose a provider." in unchosen.get_data(as_text=True)
     form = client.get(_new_url(nibs, "android", "fcm")).get_data(as_text=True)
     assert 'type="file"' in form and 'name="cred_service_account_json"' in form
     assert 'enctype="multipart/form-data"' in form

@@ -78,6 +78,8 @@ def backend_label(type_name: str) -> str:
 
 def backend_for(type_name: str) -> type[PushBackend]:
     """The backend class of a type, or a ServiceError naming the field."""
+    if not type_name:
+        raise ServiceError("Choose a provider.", field="backend")
     cls = BACKENDS.get(type_name)
     if cls is None:
         raise ServiceError(f"The provider {type_name!r} is not installed here.", field="backend")

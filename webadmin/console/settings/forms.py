@@ -112,8 +112,8 @@ class ChannelChoiceForm(FlaskForm):
     def __init__(self, platforms: list[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.platform.choices = [SelectChoice(p, PLATFORM_LABELS.get(p, p)) for p in platforms]
-        self.backend.choices = [SelectChoice(name, _backend_choice_label(name, label))
-                                for name, label in backend_choices()]
+        self.backend.choices = [SelectChoice("", "Choose a provider…")] + [
+            SelectChoice(name, _backend_choice_label(name, label)) for name, label in backend_choices()]
 
 
 def _backend_choice_label(type_name: str, label: str) -> str:
@@ -245,7 +245,7 @@ def channel_form_class(cls: type[PushBackend]) -> type[ChannelForm]:
     for spec in cls.credential_fields:
         attrs[f"cred_{spec.name}"] = _credential_input(spec)
         if spec.kind == "textarea":
-            attrs[f"upload_{spec.name}"] = TextFileField(f"…or upload the {spec.label.split(' (')[0].lower()} file",
+            attrs[f"upload_{spec.name}"] = TextFileField(f"…or upload the {spec.label} as a file",
                                                          render_kw={"accept": ".p8,.pem,.crt,.key,.txt"})
         if spec.secret and not spec.required:
             attrs[f"clear_{spec.name}"] = BooleanField(f"Remove the stored {spec.label.lower()}")
