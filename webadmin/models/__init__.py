@@ -9,7 +9,6 @@ from webadmin.models.message import Message, MessageRelatedObject, MessageState,
 from webadmin.models.offer import Offer
 from webadmin.models.setting import Setting
 from webadmin.models.sms import SmsChannel, SmsMessage, SmsState
-from webadmin.models.sms import SmsChannel, SmsMessage, SmsState
 from webadmin.models.user import LoginAttempt, Role, StaffSession, User
 
 __all__ = [
@@ -33,9 +32,6 @@ __all__ = [
     "LoginAttempt",
     "Role",
     "Setting",
-    "SmsChannel",
-    "SmsMessage",
-    "SmsState",
     "SmsChannel",
     "SmsMessage",
     "SmsState",

@@ -67,11 +67,6 @@ class Campaign(db.Model):
     sms_fallback_seconds: Mapped[int | None] = mapped_column()
     sms_fallback_text: Mapped[str | None] = mapped_column(Text)
     sms_fallback_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # SMS fallback (webadmin/sms/fallback.py): subscribers who open none of their pushes within this many seconds
-    # get one SMS with this text; done_at is set once no subscriber can become due any more.
-    sms_fallback_seconds: Mapped[int | None] = mapped_column()
-    sms_fallback_text: Mapped[str | None] = mapped_column(Text)
-    sms_fallback_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Progress counters, kept current by the engine in the same transaction as the rows they count.
     targeted: Mapped[int] = mapped_column(default=0)
