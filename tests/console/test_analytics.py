@@ -247,3 +247,22 @@ def test_no_page_view_scans_the_messages_table(app, client, login_as, monkeypatc
     touching = [" ".join(s.split()) for s in statements if "messages" in s]
     # Only the per-message log, one page of it by campaign (indexed), reads message rows.
     assert len(touching) == 1 and "WHERE messages.campaign_id =" in touching[0] and "LIMIT" in touching[0]
+
+
+def test_demo_history_gives_the_charts_weeks_of_data_that_a_rebuild_confirms(app, client, login_as):
+    from tests.sending.test_rollups import _snapshot
+    from webadmin.services import demo, rollups
+
+    demo.load(actor="test")
+    live = _snapshot()
+    rollups.rebuild()
+    assert _snapshot() == live
+    login_as(Role.VIEWER)
+    page = _page(client, "/")
+    assert 'id="dashboard-kpis"' in page and 'id="dashboard-recent"' in page
+    tables = tables_of(_page(client, "/analytics/?days=90"))
+    busy_days = [row for row in tables["table-daily"][1:] if row[1] != "0"]
+    assert len(busy_days) >= 15  # a campaign every few days over six weeks
+    assert {row[0] for row in tables["table-sources"][1:]} == {"Ad hoc", "Offer", "Social", "API"}
+    assert len(tables["table-offers"]) > 2 and {row[0] for row in tables["table-platforms"][1:]} == {
+        "Android", "iOS", "Web"}

@@ -1,64 +1,118 @@
-"""Demo: a few weeks of past campaigns with sends and opens, so the console looks alive on first run.
+"""Demo: six weeks of past campaigns with sends, failures, receipts and opens, so the console and its charts have
+something to say on first run.
 
-Messages are made by the engine's own audience query; their outcome is then written set-based as history
-(sent through the Simulator, ~3 % failed, 10–30 % opened), with the counters to match.
+Messages are made by the engine's own audience query; their outcome is then written as history, set-based (one
+UPDATE per campaign for the sends and receipts, one executemany each for failures and opens), and the analytics
+rollups are recomputed from those rows once at the end, the way `flask analytics rebuild` does it.
 """
 
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 
 from webadmin.extensions import db
 from webadmin.models.app import App
-from webadmin.models.audience import Group
+from webadmin.models.audience import Device, Group
 from webadmin.models.campaign import Campaign, CampaignStatus
 from webadmin.models.message import Message, MessageState
 from webadmin.models.offer import Offer
 from webadmin.models.types import utcnow
 from webadmin.sending.audience import AudienceSpec, materialize
-from webadmin.services import demo
+from webadmin.services import demo, rollups
 
 DEMO_TAG = "demo"
-PLAN = [  # (days ago, title, text, group name or None for everyone, platforms)
-    (27, "Welcome to Nibs", "Collect nibs with every purchase and swap them for treats.", "Beta testers", ()),
-    (20, "Weekend treat", "Double nibs on every hot chocolate this weekend.", "Key customers", ()),
-    (13, "Frania care", "Time to descale your Frania washer: here is how.", "Owners of the Frania washer",
-     ("android",)),
-    (6, "New flavours", "Three new truffles just landed in store.", "Key customers", ("ios",)),
-    (2, "Newsletter extra", "This week's stories, in the app.", "Beta testers", ()),
+# (days ago, UTC hour, title, text, group name or None for everyone, platforms, source)
+PLAN = [
+    (41, 9, "Welcome to Nibs", "Collect nibs with every purchase and swap them for treats.", "Beta testers", (),
+     "adhoc"),
+    (34, 12, "Weekend treat", "Double nibs on every hot chocolate this weekend.", "Key customers", (), "offer"),
+    (31, 17, "Weekly stories", "This week's stories, in the app.", "Newsletter", (), "adhoc"),
+    (29, 8, "Your friend shared a treat", "Ola sent you a free truffle.", "Beta testers", (), "social"),
+    (27, 10, "Frania care", "Time to descale your Frania washer: here is how.", "Owners of the Frania washer",
+     ("android",), "adhoc"),
+    (24, 17, "Weekly stories", "This week's stories, in the app.", "Newsletter", (), "adhoc"),
+    (21, 11, "Order on its way", "Your order left the shop.", "Key customers", (), "api"),
+    (20, 12, "Chocolate week", "Seven days, seven chocolates at half price.", "Key customers", (), "offer"),
+    (17, 17, "Weekly stories", "This week's stories, in the app.", "Newsletter", (), "adhoc"),
+    (13, 9, "New flavours", "Three new truffles just landed in store.", "Key customers", ("ios",), "offer"),
+    (10, 17, "Weekly stories", "This week's stories, in the app.", "Newsletter", (), "adhoc"),
+    (8, 15, "Your friend shared a treat", "Kuba sent you a hot chocolate.", "Beta testers", (), "social"),
+    (6, 11, "Order on its way", "Your order left the shop.", "Key customers", (), "api"),
+    (5, 12, "Frania care", "Descaling tablets are back in stock.", "Owners of the Frania washer", ("android",),
+     "offer"),
+    (3, 17, "Weekly stories", "This week's stories, in the app.", "Newsletter", (), "adhoc"),
+    (2, 10, "Newsletter extra", "A longer read for the weekend, in the app.", "Beta testers", (), "adhoc"),
+    (1, 9, "Morning offer", "Free croissant with any coffee before 10.", "Key customers", (), "offer"),
 ]
+# Final failures: (share of the campaign, stored error, failure class).
+FAILURES = [
+    (0.012, "UNREGISTERED: Requested entity was not found.", "invalid_token"),
+    (0.006, "QUOTA_EXCEEDED: Quota exceeded for the sender (gave up after 5 attempts)", "quota"),
+    (0.003, "INVALID_ARGUMENT: Message payload too large", "payload"),
+    (0.004, "UNAVAILABLE: The service is currently unavailable (gave up after 5 attempts)", "other"),
+]
+RECEIPT_PLATFORMS = ("android", "ios")  # the demo apps report receipts; the web app does not
+RECEIPT_EVERY = 7  # … except for one message in seven (the app was killed before it could report)
+RECEIPT_DELAY = timedelta(seconds=4)
 
 
-def _history(campaign: Campaign, rng: random.Random) -> None:
-    """Write the campaign's outcome: sent, some failures, some opens; counters from the rows."""
+def _outcomes(ids: list[int], sent_at: datetime, rng: random.Random, now: datetime
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Failures (id, error, class, when) and opens (id, when) for a campaign's messages."""
+    failed: list[dict[str, Any]] = []
+    opens: list[dict[str, Any]] = []
+    open_share = rng.uniform(0.08, 0.3)
+    for message_id in ids:
+        draw = rng.random()
+        for share, error, reason in FAILURES:
+            if draw < share:
+                failed.append({"b_id": message_id, "error": error, "reason": reason,
+                               "at": sent_at + timedelta(seconds=rng.uniform(1, 600))})
+                break
+            draw -= share
+        else:
+            if rng.random() < open_share:  # most opens in the first hours, a long tail over two days
+                minutes = min(2880.0, max(0.1, rng.expovariate(1 / 120)))
+                opens.append({"b_id": message_id, "opened": min(now, sent_at + timedelta(minutes=minutes))})
+    return failed, opens
+
+
+def _history(campaign: Campaign, rng: random.Random, now: datetime) -> None:
+    """Write the campaign's outcome into its messages, and its counters from the same numbers."""
+    m, d = Message.__table__, Device.__table__
     sent_at = campaign.started_at
-    m = Message.__table__
     ids = list(db.session.scalars(select(m.c.id).where(m.c.campaign_id == campaign.id)))
-    failed = set(rng.sample(ids, k=len(ids) * 3 // 100))
-    opened = {i for i in ids if i not in failed and rng.random() < rng.uniform(0.1, 0.3)}
+    failed, opens = _outcomes(ids, sent_at, rng, now)
+    # Every receipt arrives a few seconds after sending (so before any open): one UPDATE for all of them.
+    receipts = (m.c.id % RECEIPT_EVERY != 0) & m.c.device_id.in_(
+        select(d.c.id).where(d.c.platform.in_(RECEIPT_PLATFORMS)))
     db.session.execute(update(m).where(m.c.campaign_id == campaign.id).values(
-        state=MessageState.SENT.value, backend="simulator", sent_at=sent_at, number_of_send_attempts=1))
+        state=MessageState.SENT.value, backend="simulator", sent_at=sent_at, number_of_send_attempts=1,
+        changed_at=sent_at, received_at=case((receipts, sent_at + RECEIPT_DELAY), else_=None)))
     if failed:
-        db.session.execute(update(m).where(m.c.id.in_(failed)).values(
-            state=MessageState.ERROR.value, error="QUOTA_EXCEEDED: gave up after 5 attempts", sent_at=None))
-    for message_id in opened:  # spread opens over the first day
-        at = sent_at + timedelta(minutes=rng.expovariate(1 / 90))
-        db.session.execute(update(m).where(m.c.id == message_id).values(opened_at=min(at, utcnow()), received_at=at))
+        db.session.execute(update(m).where(m.c.id == bindparam("b_id")).values(
+            state=MessageState.ERROR.value, error=bindparam("error"), failure_class=bindparam("reason"),
+            retry_sending=False, sent_at=None, received_at=None, changed_at=bindparam("at")), failed)
+    if opens:
+        db.session.execute(update(m).where(m.c.id == bindparam("b_id")).values(
+            opened_at=bindparam("opened"), changed_at=m.c.changed_at), opens)
+    opened = len(opens)
+    invalid = sum(1 for f in failed if f["reason"] == "invalid_token")
     db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(
-        targeted=len(ids), sent=len(ids) - len(failed), failed=len(failed), opened=len(opened)))
+        targeted=len(ids), sent=len(ids) - len(failed), failed=len(failed), opened=opened, invalid_tokens=invalid))
 
 
-def _campaign(app: App, days_ago: int, title: str, text: str, group: Group | None, platforms: tuple[str, ...],
-              offer: Offer | None) -> Campaign:
-    """One past campaign."""
-    when = utcnow() - timedelta(days=days_ago, hours=3)
+def _campaign(app: App, when: datetime, title: str, text: str, group: Group | None, platforms: tuple[str, ...],
+              source: str, offer: Offer | None) -> Campaign:
+    """One past campaign with its messages."""
     audience = {"type": "groups", "group_ids": [group.id], "platforms": list(platforms)} if group else {
         "type": "all", "platforms": list(platforms)}
     campaign = Campaign(app_id=app.id, title=title, text=text, audience=audience, status=CampaignStatus.SENT.value,
-                        source="offer" if offer else "adhoc", tag=DEMO_TAG, created_by="demo", created_at=when,
+                        source=source, tag=DEMO_TAG, created_by="demo", created_at=when - timedelta(minutes=20),
                         started_at=when, finished_at=when + timedelta(minutes=2),
                         open_direct=offer.deep_link if offer else f"{app.deep_link_scheme or 'nibs'}://home",
                         related_type="offer" if offer else None, related_id=str(offer.id) if offer else None)
@@ -70,20 +124,21 @@ def _campaign(app: App, days_ago: int, title: str, text: str, group: Group | Non
 
 @demo.register_loader("campaigns")
 def load_demo_campaigns() -> str | None:
-    """Past campaigns for the first app (idempotent: skipped when demo campaigns exist)."""
+    """Six weeks of past campaigns for the first app (idempotent: skipped when demo campaigns exist)."""
     app = db.session.scalar(select(App).order_by(App.id))
     if app is None or db.session.scalar(select(func.count(Campaign.id)).where(Campaign.tag == DEMO_TAG)):
         return None
-    rng = random.Random(7)
+    rng, now = random.Random(7), utcnow()
     groups = {g.name: g for g in db.session.scalars(select(Group))}
     offers = list(db.session.scalars(select(Offer).where(and_(Offer.app_id == app.id, Offer.kind == "offer"))))
-    made = 0
-    for index, (days, title, text, group_name, platforms) in enumerate(PLAN):
-        offer = offers[index % len(offers)] if offers and index % 2 else None
-        campaign = _campaign(app, days, title, text, groups.get(group_name or ""), platforms, offer)
-        _history(campaign, rng)
-        made += 1
-    return f"{made} past campaigns"
+    for index, (days, hour, title, text, group_name, platforms, source) in enumerate(PLAN):
+        offer = offers[index % len(offers)] if offers and source == "offer" else None
+        when = (now - timedelta(days=days)).replace(hour=hour, minute=rng.randrange(60), second=0, microsecond=0)
+        campaign = _campaign(app, when, title, text, groups.get(group_name or ""), platforms,
+                             source if offer or source != "offer" else "adhoc", offer)
+        _history(campaign, rng, now)
+    rollups.recompute()
+    return f"{len(PLAN)} past campaigns over {-(-PLAN[0][0] // 7)} weeks"
 
 
 demo.register_counter("Campaigns", lambda: db.session.scalar(select(func.count(Campaign.id))) or 0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, case, delete, func, insert, literal, select, union_all, update
+from sqlalchemy import Table, case, delete, func, insert, literal, select, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webadmin.extensions import db
@@ -209,12 +209,27 @@ def classify_unclassified() -> int:
     return changed
 
 
-def rebuild() -> dict[str, int]:
-    """Recompute every rollup from the raw message rows (one transaction); returns the rows written."""
+def recompute() -> int:
+    """Replace every rollup with sums over the raw message rows (in the caller's transaction); returns how many
+    failed rows had to be classified first.
+
+    PostgreSQL: the rollup tables are locked first, so a batch recorded meanwhile waits and then adds its counts on
+    top of the rebuilt rows (the rebuild did not see its uncommitted messages): safe while campaigns are sending.
+    """
+    if db.engine.dialect.name == "postgresql":
+        names = ", ".join(t.name for t in (CampaignRollup.__table__, CampaignHourlyRollup.__table__,
+                                           HourlyRollup.__table__))
+        db.session.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
     classified = classify_unclassified()
     _rebuild_campaigns()
     _rebuild_hourly(CampaignHourlyRollup.__table__, ["campaign_id", "hour"], _events(False))
     _rebuild_hourly(HourlyRollup.__table__, ["hour", "platform", "source"], _events(True))
+    return classified
+
+
+def rebuild() -> dict[str, int]:
+    """Recompute every rollup from the raw message rows (one transaction); returns the rows written."""
+    classified = recompute()
     db.session.commit()
     return {
         "classified": classified,
