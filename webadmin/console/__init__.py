@@ -29,6 +29,7 @@ def register_console(app: Flask) -> None:
     from webadmin.console.offers.views import bp as offers_bp
     from webadmin.console.settings.views import bp as settings_bp
     from webadmin.console.simulator.views import bp as simulator_bp
+    from webadmin.console.sms.views import bp as sms_bp
     from webadmin.console.templates.views import bp as templates_bp
     from webadmin.console.users.views import bp as users_bp
 
@@ -42,6 +43,7 @@ def register_console(app: Flask) -> None:
         offers_bp,
         settings_bp,
         simulator_bp,
+        sms_bp,
         templates_bp,
         users_bp,
     ):

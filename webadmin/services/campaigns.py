@@ -55,6 +55,8 @@ class CampaignDraft:
     schedule_time_zone: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    sms_fallback_seconds: int | None = None  # SMS to subscribers who open no push within this many seconds
+    sms_fallback_text: str | None = None
 
 
 def _actor_fields(actor: User | str | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from webadmin.models.offer import Offer
 from webadmin.models.types import utcnow
 from webadmin.models.user import User
 from webadmin.sending.audience import AudienceSpec, count_audience
-from webadmin.services import ServiceError, audit, campaigns, settings
+from webadmin.services import ServiceError, audit, campaigns, settings, sms_fallback
 from webadmin.services.audience import match_keys
 from webadmin.services.campaigns import CampaignDraft
 
@@ -72,7 +72,18 @@ def campaign_prefill(campaign_id: int) -> dict[str, Any]:
         "keys": "\n".join(audience.get("keys") or ()), "group_ids": audience.get("group_ids") or [],
         "platforms": audience.get("platforms") or [],
         "offer_id": int(campaign.related_id) if campaign.related_type == "offer" and campaign.related_id else None,
+        **_fallback_prefill(campaign),
     }
+
+
+def _fallback_prefill(campaign: Campaign) -> dict[str, Any]:
+    """The SMS fallback fields of a duplicated campaign (hours when the window is whole hours)."""
+    seconds = campaign.sms_fallback_seconds
+    if seconds is None:
+        return {"sms_fallback": False}
+    unit = "hours" if seconds % 3600 == 0 else "minutes"
+    return {"sms_fallback": True, "sms_after": seconds // (3600 if unit == "hours" else 60), "sms_after_unit": unit,
+            "sms_text": campaign.sms_fallback_text}
 
 
 def save_draft(draft: CampaignDraft, *, actor: User | str | None) -> Campaign:
@@ -86,6 +97,7 @@ def save_draft(draft: CampaignDraft, *, actor: User | str | None) -> Campaign:
         if offer is None or not offer.is_current():
             raise ServiceError("That offer is not current and cannot be pushed.", field="offer_id")
         draft.source = "offer"
+    sms_fallback.apply_to_draft(draft)
     campaign = campaigns.create_campaign(draft, actor=actor)
     audit.record("campaign.draft", actor=actor, obj=("campaign", campaign.id))
     db.session.commit()
@@ -119,6 +131,14 @@ def send_test(draft: CampaignDraft, keys: list[str], *, actor: User | str | None
         raise ServiceError(f"Enter 1 to {MAX_TEST_KEYS} test subscriber keys.", field="test_keys")
     draft.audience = {"type": "keys", "keys": keys}
     draft.tag, draft.scheduled_at, draft.idempotency_key = "test", None, None
+    draft.sms_fallback_seconds = draft.sms_fallback_text = None  # a test send never costs SMS
     campaign = campaigns.create_campaign(draft, actor=actor)
     campaigns.start(campaign, actor=actor)
     return campaign
+
+
+def preview_fallback(app_id: int | None, raw: dict[str, Any], sms_text: str | None, push_text: str | None,
+                     open_direct: str | None) -> sms_fallback.FallbackPreview:
+    """The SMS fallback preview for the compose form (the same audience query as the count)."""
+    return sms_fallback.preview(app_id, raw, settings.get("delivery.device_selection"), sms_text, push_text,
+                                open_direct)

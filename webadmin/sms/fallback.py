@@ -77,9 +77,12 @@ def current_channel() -> SmsChannel | None:
 # ---------------------------------------------------------------------------------------------------- the run
 
 
-def tick() -> dict[str, int]:
-    """One run: recover stranded rows, stop cancelled ones, make due rows, queue sending, time the next run."""
-    now = utcnow()
+def tick(now: datetime | None = None) -> dict[str, int]:
+    """One run: recover stranded rows, stop cancelled ones, make due rows, queue sending, time the next run.
+
+    `now` defaults to the clock; tests pass a later time instead of waiting for a window to pass.
+    """
+    now = now or utcnow()
     report = {"recovered": recover_stranded(now), "cancelled": stop_cancelled(now), "created": materialize_due(now)}
     report["send_tasks"] = enqueue_sends()
     report["scheduled"] = schedule_upcoming(now)

@@ -83,9 +83,10 @@ class TwilioBackend(SmsBackend):
         base = (self.options.endpoint or DEFAULT_ENDPOINT).rstrip("/")
         return f"{base}/2010-04-01/Accounts/{self.credentials.get('account_sid', '')}"
 
-    def _auth(self) -> aiohttp.BasicAuth:
-        credentials = self.credentials
-        return aiohttp.BasicAuth(str(credentials.get("account_sid", "")), str(credentials.get("auth_token", "")))
+    def _headers(self) -> dict[str, str]:
+        """Basic auth (account SID : auth token) and JSON answers."""
+        sid, token = str(self.credentials.get("account_sid", "")), str(self.credentials.get("auth_token", ""))
+        return {"Authorization": aiohttp.encode_basic_auth(sid, token), "Accept": "application/json"}
 
     def form(self, sms: OutgoingSms) -> dict[str, str]:
         """The Create Message form fields for one SMS."""
@@ -99,8 +100,7 @@ class TwilioBackend(SmsBackend):
         try:
             session = await self._http.get()
             answer = await _http.request(session, "POST", f"{self._account_url()}/Messages.json", self.options,
-                                         data=self.form(sms), auth=self._auth(),
-                                         headers={"Accept": "application/json"})
+                                         data=self.form(sms), headers=self._headers())
         except _http.TRANSPORT_ERRORS as exc:
             return transport_result(sms.sms_id, exc)
         return classify(sms, answer)
@@ -110,7 +110,7 @@ class TwilioBackend(SmsBackend):
         try:
             session = await self._http.get()
             answer = await _http.request(session, "GET", f"{self._account_url()}.json", self.options,
-                                         auth=self._auth(), headers={"Accept": "application/json"})
+                                         headers=self._headers())
         except _http.TRANSPORT_ERRORS as exc:
             return ConnectionCheck(ok=False, message=f"Twilio unreachable: {type(exc).__name__}")
         data = answer.data if isinstance(answer.data, dict) else {}

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateField,
     HiddenField,
     IntegerField,
@@ -30,6 +31,7 @@ PLATFORM_LIMITS = {"ios": 178, "android": 240, "web": 120}
 TARGETS = [SelectChoice("all", "All users"), SelectChoice("keys", "Subscriber keys"),
            SelectChoice("groups", "Groups"), SelectChoice("platforms", "Platforms")]
 TIME_ZONES = sorted(zoneinfo.available_timezones() - {"Factory", "localtime"})
+WINDOW_UNITS = {"minutes": 60, "hours": 3600}
 
 
 class ComposeForm(FlaskForm):
@@ -54,6 +56,11 @@ class ComposeForm(FlaskForm):
     date = DateField("Date", validators=[Optional()])
     time = TimeField("Time", validators=[Optional()])
     time_zone = SelectField("Time zone", choices=[SelectChoice(z, z) for z in TIME_ZONES], default="UTC")
+    sms_fallback = BooleanField("If not opened in time, send an SMS")
+    sms_after = IntegerField("Not opened within", validators=[Optional(), NumberRange(min=1, max=72 * 60)])
+    sms_after_unit = SelectField("Unit", choices=[SelectChoice(u, u) for u in WINDOW_UNITS], default="minutes")
+    sms_text = TextAreaField("SMS text", validators=[Optional(), Length(max=2000)],
+                             render_kw={"rows": 2, "placeholder": "Blank: the push text, plus its https link"})
 
     def validate_data(self, field: TextAreaField) -> None:
         """key=value lines."""
@@ -65,6 +72,17 @@ class ComposeForm(FlaskForm):
         """A schedule needs a date and a time."""
         if self.when.data == "later" and (field.data is None or self.time.data is None):
             raise ValidationError("Pick the date and time to send.")
+
+    def validate_sms_after(self, field: IntegerField) -> None:
+        """The fallback needs its window."""
+        if self.sms_fallback.data and field.data is None:
+            raise ValidationError("Say how long to wait before the SMS.")
+
+    def sms_fallback_seconds(self) -> int | None:
+        """The fallback window in seconds, or None without a fallback."""
+        if not self.sms_fallback.data or self.sms_after.data is None:
+            return None
+        return self.sms_after.data * WINDOW_UNITS.get(self.sms_after_unit.data, 60)
 
     def custom_data(self) -> dict[str, str]:
         """The key=value lines as a dict."""
@@ -104,6 +122,8 @@ class ComposeForm(FlaskForm):
             scheduled_at=self.scheduled_at(),
             schedule_time_zone=self.time_zone.data if self.when.data == "later" else None,
             idempotency_key=f"compose:{self.submission_id.data}" if self.submission_id.data else None,
+            sms_fallback_seconds=self.sms_fallback_seconds(),
+            sms_fallback_text=self.sms_text.data or None,
         )
 
 

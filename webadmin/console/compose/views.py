@@ -14,6 +14,7 @@ from webadmin.extensions import db, htmx
 from webadmin.models.offer import Offer
 from webadmin.services import ServiceError, compose
 from webadmin.services.audience import normalize_keys
+from webadmin.services.sms_fallback import MAX_PARTS
 
 bp = Blueprint("compose", __name__, url_prefix="/compose")
 
@@ -56,9 +57,16 @@ def index():
 
 
 def _render(form: ComposeForm):
-    """The page with its count and preview."""
+    """The page with its count and previews."""
     return render_template("compose/index.html", form=form, limits=PLATFORM_LIMITS, test_form=TestSendForm(),
-                           preview=compose.preview_audience(form.app_id.data, form.audience()))
+                           preview=compose.preview_audience(form.app_id.data, form.audience()),
+                           sms=_sms_preview(form), max_parts=MAX_PARTS)
+
+
+def _sms_preview(form: ComposeForm):
+    """The SMS fallback preview of the form's current values."""
+    return compose.preview_fallback(form.app_id.data, form.audience(), form.sms_text.data, form.text.data,
+                                    form.open_direct.data)
 
 
 def _related(form: ComposeForm) -> tuple[str, str] | None:
@@ -105,6 +113,14 @@ def preview():
     """How the push looks on Android and iOS (htmx)."""
     form = _form(formdata=request.args, meta={"csrf": False})
     return render_template("compose/_preview.html", form=form, limits=PLATFORM_LIMITS)
+
+
+@bp.route("/sms-preview")
+@allow(Role.MARKETER)
+def sms_preview():
+    """The SMS fallback preview (htmx): who an SMS could reach, no-phone count, text and SMS parts."""
+    form = _form(formdata=request.args, meta={"csrf": False})
+    return render_template("compose/_sms.html", sms=_sms_preview(form), max_parts=MAX_PARTS)
 
 
 @bp.route("/test", methods=["POST"])
