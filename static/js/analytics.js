@@ -6,8 +6,8 @@
   function rememberZone() {
     var zone = window.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone;
     var known = document.cookie.split("; ").some(function (c) { return c.indexOf("wa_tz=") === 0; });
-    if (!zone || known) return false;
-    document.cookie = "wa_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
+    if (!zone || known || !/^[A-Za-z0-9_+\-\/]+$/.test(zone)) return false;
+    document.cookie = "wa_tz=" + zone + "; path=/; max-age=31536000; samesite=lax";
     var shown = document.querySelector("[data-time-zone]");
     var asked = new URLSearchParams(window.location.search).has("tz");
     if (shown && shown.dataset.timeZone !== zone && !asked && !sessionStorage.getItem("wa_tz_reload")) {

@@ -269,12 +269,12 @@ class Funnel:
     rows: list[FunnelRow]
 
     @property
-    def chart_stages(self) -> list[tuple[str, int]]:
-        """Targeted → sent → (delivered, when devices reported it) → opened."""
-        stages = [("Targeted", self.campaign.targeted), ("Sent", self.rollup.sent)]
-        if self.rollup.received:
-            stages.append(("Delivered (reported)", self.rollup.received))
-        return [*stages, ("Opened", self.rollup.opened)]
+    def chart_stages(self) -> list[tuple[str, int, str]]:
+        """Targeted → sent → opened, with the shares the table gives them. Device receipts stay in the table: they
+        are only what apps reported, not a stage every opened message went through."""
+        shares = {row.stage: row.share for row in self.rows}
+        return [(stage, count, shares[stage]) for stage, count in (
+            ("Targeted", self.campaign.targeted), ("Sent", self.rollup.sent), ("Opened", self.rollup.opened))]
 
     def table(self) -> Table:
         """The stages as a table."""

@@ -15,9 +15,9 @@ COLORS = {"Sent": "#0d6efd", "Failed": "#dc3545", "Opened": "#198754", "Opens": 
 LAYOUT: dict[str, Any] = {
     "template": "none",
     "height": 300,
-    "margin": {"l": 48, "r": 12, "t": 8, "b": 48},
+    "margin": {"l": 48, "r": 12, "t": 32, "b": 48},
     "font": {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12},
-    "legend": {"orientation": "h", "y": -0.2},
+    "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
     "hovermode": "x unified",
     "xaxis": {"gridcolor": "#e9ecef", "automargin": True},
     "yaxis": {"gridcolor": "#e9ecef", "rangemode": "tozero", "automargin": True},
@@ -64,9 +64,10 @@ def bars(table: Table, label: str, series: tuple[str, ...] = ("Sent", "Opened", 
 
 def funnel(stages: Funnel) -> str:
     """The campaign's stages as a plotly funnel (values as in the table beside it)."""
-    labels, values = zip(*stages.chart_stages, strict=True)
-    trace = go.Funnel(y=list(labels), x=list(values), textinfo="value+percent initial", marker_color="#0d6efd")
-    return _figure([trace], hovermode="closest", margin={"l": 140, "r": 12, "t": 8, "b": 24})
+    labels, values, shares = zip(*stages.chart_stages, strict=True)
+    text = [f"{value:,} ({share})" for value, share in zip(values, shares, strict=True)]
+    trace = go.Funnel(y=list(labels), x=list(values), text=text, textinfo="text", marker_color="#0d6efd")
+    return _figure([trace], hovermode="closest", margin={"l": 80, "r": 12, "t": 8, "b": 24}, showlegend=False)
 
 
 def open_curve(table: Table) -> str:
@@ -77,5 +78,6 @@ def open_curve(table: Table) -> str:
         go.Scatter(name="Open rate so far (%)", x=x, y=[_percent(v) for v in table.column("Open rate so far")],
                    yaxis="y2", mode="lines", line={"color": "#6f42c1"}),
     ]
-    return _figure(traces, xaxis={**LAYOUT["xaxis"], "title": {"text": "hours after sending started"}},
+    return _figure(traces, xaxis={**LAYOUT["xaxis"], "type": "category",
+                                  "title": {"text": "hours after sending started"}},
                    yaxis2={"overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False})

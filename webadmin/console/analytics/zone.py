@@ -4,6 +4,7 @@ browser's zone, else WEBADMIN_DEFAULT_TIME_ZONE."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from flask import current_app, request
@@ -16,7 +17,7 @@ ONE_YEAR = 365 * 24 * 3600
 
 def viewer_zone() -> tuple[ZoneInfo, str | None]:
     """The zone to show times in, and a problem to show if the one asked for is unknown."""
-    name = request.args.get("tz") or request.cookies.get(ZONE_COOKIE)
+    name = request.args.get("tz") or unquote(request.cookies.get(ZONE_COOKIE, ""))
     return zone_named(name, current_app.config.get("DEFAULT_TIME_ZONE", "UTC"))
 
 
