@@ -73,10 +73,13 @@ class ComposeForm(FlaskForm):
         if self.when.data == "later" and (field.data is None or self.time.data is None):
             raise ValidationError("Pick the date and time to send.")
 
-    def validate_sms_after(self, field: IntegerField) -> None:
-        """The fallback needs its window."""
-        if self.sms_fallback.data and field.data is None:
-            raise ValidationError("Say how long to wait before the SMS.")
+    def validate(self, extra_validators=None) -> bool:
+        """The field rules, then: a fallback needs its window (Optional() stops a blank field's own validators)."""
+        valid = super().validate(extra_validators)
+        if self.sms_fallback.data and self.sms_after.data is None and not self.sms_after.errors:
+            self.sms_after.errors = [*self.sms_after.errors, "Say how long to wait before the SMS."]
+            valid = False
+        return valid
 
     def sms_fallback_seconds(self) -> int | None:
         """The fallback window in seconds, or None without a fallback."""
