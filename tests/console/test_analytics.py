@@ -266,3 +266,28 @@ def test_demo_history_gives_the_charts_weeks_of_data_that_a_rebuild_confirms(app
     assert {row[0] for row in tables["table-sources"][1:]} == {"Ad hoc", "Offer", "Social", "API"}
     assert len(tables["table-offers"]) > 2 and {row[0] for row in tables["table-platforms"][1:]} == {
         "Android", "iOS", "Web"}
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Warsaw", "America/New_York", "Asia/Kolkata"])
+def test_days_are_the_viewers_days_across_a_dst_switch(app, zone_name):
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from webadmin.services.analytics import Window, daily
+
+    zone, now = ZoneInfo(zone_name), datetime(2026, 11, 22, 8, 30, tzinfo=UTC)
+    window = Window.last(90, zone, now)
+    expected: dict[str, int] = {}
+    hour = window.start - timedelta(hours=30)  # some traffic before the window, which must not count
+    while hour <= now:
+        sent = hour.hour + 1
+        db.session.add(HourlyRollup(hour=hour, platform="android", source="adhoc", sent=sent, failed=0, opened=0,
+                                    received=0))
+        if hour >= window.start:
+            day = hour.astimezone(zone).date().isoformat()
+            expected[day] = expected.get(day, 0) + sent
+        hour += timedelta(hours=5)
+    db.session.commit()
+    table = daily(window)
+    assert len(table.rows) == 90 and table.rows[-1][0] == now.astimezone(zone).date().isoformat()
+    assert {row[0]: row[1] for row in table.rows if row[1]} == expected

@@ -36,6 +36,8 @@ class Message(db.Model):
         # Only pending rows are in this index, so claiming stays cheap however many rows were sent.
         Index("ix_messages_pending", "campaign_id", "id", sqlite_where=_PENDING_SQL, postgresql_where=_PENDING_SQL),
         Index("ix_messages_campaign_state", "campaign_id", "state"),
+        # The campaign page's message log pages a campaign in id order: without it, a sort of the whole campaign.
+        Index("ix_messages_campaign_id_id", "campaign_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -103,11 +103,6 @@ def _first_hour_of(day: date, zone: ZoneInfo) -> datetime:
     return floor if floor == midnight else floor + timedelta(hours=1)
 
 
-def _local_day(hour: datetime, zone: ZoneInfo) -> date:
-    """The viewer's day an hour starts in."""
-    return hour.astimezone(zone).date()
-
-
 def _local(at: datetime, zone: ZoneInfo) -> str:
     """A time in the viewer's zone, to the minute."""
     return at.astimezone(zone).strftime("%Y-%m-%d %H:%M")
@@ -127,14 +122,51 @@ def _per_hour(start: datetime, end: datetime) -> dict[datetime, tuple[int, int, 
     return {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in rows}
 
 
+def _offset_segments(window: Window) -> list[tuple[datetime, datetime, int]]:
+    """(first hour, last hour, UTC offset in minutes): spans of the window in which the zone's offset is constant."""
+    def offset(at: datetime) -> int:
+        return int(at.astimezone(window.zone).utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
+
+    last, step = hour_of(window.end), timedelta(hours=1)
+    segments: list[tuple[datetime, datetime, int]] = []
+    start, current, day = window.start, offset(window.start), window.start
+    while day <= last:  # a day at a time; hour by hour only through a day whose offset changes (a DST switch)
+        following = min(day + timedelta(days=1), last + step)
+        if offset(following) != current:
+            hour = day
+            while offset(hour) == current:
+                hour += step
+            if hour <= last:
+                segments.append((start, hour - step, current))
+                start, current = hour, offset(hour)
+        day = following
+    segments.append((start, last, current))
+    return segments
+
+
+def _per_day(window: Window) -> dict[date, tuple[int, int, int]]:
+    """Local day → (sent, failed, opened), grouped in the database (at most one row per day is read)."""
+    if db.engine.dialect.name == "postgresql":
+        day = func.to_char(func.timezone(window.zone.key, _H.c.hour), "YYYY-MM-DD")
+        parts = [(day, window.start, window.end)]
+    else:  # SQLite has no zones: one query per span of constant UTC offset (DST switches split the window)
+        parts = [(func.strftime("%Y-%m-%d", _H.c.hour, f"{minutes:+d} minutes"), first, last)
+                 for first, last, minutes in _offset_segments(window)]
+    days: dict[date, list[int]] = {}
+    for day, first, last in parts:
+        rows = db.session.execute(select(day, *_SUMS).where(_H.c.hour >= first, _H.c.hour <= last).group_by(day))
+        for name, *counts in rows:
+            totals = days.setdefault(date.fromisoformat(name), [0, 0, 0])
+            for i, n in enumerate(counts):
+                totals[i] += int(n)
+    return {d: (s, f, o) for d, (s, f, o) in days.items()}
+
+
 def daily(window: Window) -> Table:
     """Sends, final failures and opens per day of the window (days without traffic included, as zeros)."""
-    days: dict[date, list[int]] = {window.first_day + timedelta(days=i): [0, 0, 0] for i in range(window.days)}
-    for hour, counts in _per_hour(window.start, window.end).items():
-        day = days.get(_local_day(hour, window.zone))
-        if day is not None:
-            for i, n in enumerate(counts):
-                day[i] += n
+    counts = _per_day(window)
+    days = {window.first_day + timedelta(days=i): counts.get(window.first_day + timedelta(days=i), (0, 0, 0))
+            for i in range(window.days)}
     table = Table("daily", f"Sends and opens per day, {window.label()}",
                   ["Day", "Sent", "Failed", "Opened", "Open rate"])
     table.rows = [[day.isoformat(), s, f, o, rate(o, s)] for day, (s, f, o) in days.items()]

@@ -1,0 +1,206 @@
+"""Analytics pages at scale: p50/p95 of the campaign page, the dashboard and the analytics page with a campaign of
+1M messages against the same pages with 1k messages.
+
+Run: .venv/bin/python bench/analytics_pages.py [--large 1000000] [--small 1000] [--requests 150] [--postgres]
+     [--quick]
+Each size gets a fresh database (a temporary SQLite file; with --postgres also the local server's own database
+`webadmin_bench_analytics`, created and dropped): an audience of N devices and one all-devices campaign
+materialised by the real `campaigns.start()` (set-based helpers of engine_materialize.py), whose outcome is then
+written set-based (2% failed across the failure classes, 20% opened over seven hours, a third of the android/ios
+sends reported received); `flask analytics rebuild` computes the rollups. Both sizes also get the same 30 days of
+hourly traffic rollups (every hour × platform × source: the most rows the dashboard can read), so the only
+difference between them is the number of messages. A viewer signs in through the Flask test client and each page
+is timed in turn (after a warm-up). Targets (issue 7): p95 < 100 ms and p95(1M) ≤ 2 × p95(1k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+
+from engine_materialize import (  # noqa: E402
+    POSTGRES_SERVER,
+    bench_app,
+    bench_database,
+    build_audience,
+    postgres_up,
+    started_campaign,
+)
+from flask import Flask  # noqa: E402
+from sqlalchemy import case, func, insert, select, text, update  # noqa: E402
+from werkzeug.security import generate_password_hash  # noqa: E402
+
+from webadmin.extensions import db  # noqa: E402
+from webadmin.models.analytics import HourlyRollup  # noqa: E402
+from webadmin.models.audience import Device  # noqa: E402
+from webadmin.models.campaign import Campaign  # noqa: E402
+from webadmin.models.message import Message  # noqa: E402
+from webadmin.models.types import utcnow  # noqa: E402
+from webadmin.models.user import Role, User  # noqa: E402
+from webadmin.services import rollups  # noqa: E402
+from webadmin.services.rollups import hour_of  # noqa: E402
+
+VIEWER, PASSWORD = "bench-viewer@example.com", "a long benchmark password"
+TARGET_MS, TARGET_RATIO = 100.0, 2.0
+PAGES = ("campaign", "dashboard", "analytics")
+
+
+@dataclass
+class Timings:
+    """Milliseconds per page of one database."""
+
+    label: str
+    millis: dict[str, list[float]] = field(default_factory=lambda: {page: [] for page in PAGES})
+    errors: int = 0
+
+    def pct(self, page: str, q: float) -> float:
+        """The q-th percentile (nearest rank) of a page."""
+        ordered = sorted(self.millis[page])
+        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+    def lines(self) -> list[str]:
+        """One printed row per page."""
+        return [f"{self.label:<22} {page:<10} p50 {self.pct(page, 50):6.1f} ms  p95 {self.pct(page, 95):6.1f} ms  "
+                f"max {max(self.millis[page]):6.1f} ms  mean {statistics.fmean(self.millis[page]):6.1f} ms"
+                for page in PAGES]
+
+
+def _outcome(campaign_id: int) -> None:
+    """Write a sent campaign's history set-based: sends, failures by class, opens over seven hours, receipts."""
+    m, d = Message.__table__, Device.__table__
+    sent_at = hour_of(utcnow()) - timedelta(hours=8)
+    mine = m.c.campaign_id == campaign_id
+    db.session.execute(update(m).where(mine).values(state="SENT", backend="debug", sent_at=sent_at,
+                                                    number_of_send_attempts=1, changed_at=sent_at))
+    failing = mine & (m.c.id % 50 == 0)
+    reason = case((m.c.id % 200 == 0, "invalid_token"), (m.c.id % 150 == 0, "quota"), (m.c.id % 100 == 0, "payload"),
+                  else_="other")
+    db.session.execute(update(m).where(failing).values(state="ERROR", failure_class=reason, error="BENCH: failed",
+                                                       sent_at=None, changed_at=sent_at + timedelta(minutes=5)))
+    for hour in range(7):
+        opening = mine & (m.c.state == "SENT") & (m.c.id % 5 == 1) & (m.c.id % 7 == hour)
+        db.session.execute(update(m).where(opening).values(opened_at=sent_at + timedelta(hours=hour, minutes=10)))
+    receipts = mine & (m.c.state == "SENT") & (m.c.id % 3 == 0) & m.c.device_id.in_(
+        select(d.c.id).where(d.c.platform.in_(("android", "ios"))))
+    db.session.execute(update(m).where(receipts).values(received_at=sent_at + timedelta(seconds=3)))
+    counts = db.session.execute(select(func.count().filter(m.c.state == "SENT"), func.count().filter(
+        m.c.state == "ERROR"), func.count(m.c.opened_at)).where(mine)).one()
+    db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(
+        status="sent", sent=counts[0], failed=counts[1], opened=counts[2], finished_at=sent_at))
+    db.session.commit()
+
+
+def _history() -> None:
+    """30 days of hourly traffic for every platform and source (the same for both sizes)."""
+    now = hour_of(utcnow())
+    rows = [{"hour": now - timedelta(hours=h), "platform": p, "source": s, "sent": 100 + h % 17, "failed": h % 3,
+             "opened": 20 + h % 7, "received": 0}
+            for h in range(9, 30 * 24) for p in ("android", "ios", "web") for s in ("adhoc", "offer", "social", "api")]
+    db.session.execute(insert(HourlyRollup.__table__), rows)
+    db.session.commit()
+
+
+def build(app: Flask, size: int) -> int:
+    """Audience, campaign, history, rollups and a viewer; returns the campaign id."""
+    with app.app_context():
+        began = time.perf_counter()
+        app_id = build_audience(size)
+        campaign_id, targeted, _ = started_campaign(app_id)
+        assert targeted == size, (targeted, size)
+        _outcome(campaign_id)
+        written = rollups.rebuild()
+        _history()
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(text("ANALYZE"))
+            db.session.commit()
+        db.session.add(User(email=VIEWER, role=Role.VIEWER.value, active=True,
+                            password_hash=generate_password_hash(PASSWORD, method="scrypt")))
+        db.session.commit()
+        print(f"  built {size:,} messages in {time.perf_counter() - began:.1f} s; rollups {written}", flush=True)
+        return campaign_id
+
+
+def measure(app: Flask, label: str, campaign_id: int, requests: int, warmup: int = 10) -> Timings:
+    """Sign in as the viewer and time each page in turn."""
+    client = app.test_client()
+    response = client.post("/login", data={"email": VIEWER, "password": PASSWORD})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    urls = {"campaign": f"/campaigns/{campaign_id}", "dashboard": "/", "analytics": "/analytics/"}
+    timings = Timings(label)
+    for index in range(warmup + requests):
+        for page, url in urls.items():
+            started = time.perf_counter()
+            response = client.get(url)
+            elapsed = (time.perf_counter() - started) * 1000
+            if index >= warmup:
+                timings.millis[page].append(elapsed)
+                timings.errors += response.status_code != 200 or b'data-chart="chart-' not in response.data
+    return timings
+
+
+def run_backend(kind: str, sizes: tuple[int, int], requests: int) -> list[Timings]:
+    """Build and measure the small and the large database of one backend."""
+    results = []
+    for size in sizes:
+        label = f"{kind} {size:,} msgs"
+        print(f"{label}:", flush=True)
+        with bench_database(kind) as (url, folder):
+            app = bench_app(url, folder, SECRET_KEY="bench", WTF_CSRF_ENABLED=False)
+            campaign_id = build(app, size)
+            results.append(measure(app, label, campaign_id, requests))
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+        print("\n".join("  " + line for line in results[-1].lines()), flush=True)
+    return results
+
+
+def report(small: Timings, large: Timings) -> None:
+    """Ratios large/small and the verdicts."""
+    for page in PAGES:
+        p95_small, p95_large = small.pct(page, 95), large.pct(page, 95)
+        ratio = p95_large / p95_small
+        verdict = "met" if p95_large < TARGET_MS and ratio <= TARGET_RATIO else "MISSED"
+        print(f"{large.label.split()[0]:<10} {page:<10} p95 {p95_small:6.1f} ms → {p95_large:6.1f} ms, ratio "
+              f"{ratio:4.2f} (target < {TARGET_MS:.0f} ms and ≤ {TARGET_RATIO:.0f}×): {verdict}; "
+              f"errors {small.errors + large.errors}")
+
+
+def main() -> None:
+    """Parse arguments, build and measure each backend, report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", type=int, default=1_000_000, help="messages in the large campaign")
+    parser.add_argument("--small", type=int, default=1_000, help="messages in the small campaign")
+    parser.add_argument("--requests", type=int, default=150, help="timed requests per page")
+    parser.add_argument("--postgres", action="store_true", help="also measure PostgreSQL (local server)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    args = parser.parse_args()
+    if args.quick:
+        args.large, args.requests = 20_000, 20
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f} before the run; Flask test client, one request at a time")
+    kinds = ["sqlite"]
+    if args.postgres:
+        if postgres_up(POSTGRES_SERVER):
+            kinds.append("postgresql")
+        else:
+            print("[postgresql] skipped: the server does not answer")
+    outcomes = {kind: run_backend(kind, (args.small, args.large), args.requests) for kind in kinds}
+    print(f"\n=== p95 with {args.large:,} messages against {args.small:,} "
+          f"(load average now {os.getloadavg()[0]:.1f}) ===")
+    for small, large in outcomes.values():
+        report(small, large)
+
+
+if __name__ == "__main__":
+    main()
