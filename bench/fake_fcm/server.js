@@ -76,6 +76,18 @@ function answer(res, status, body, headers) {
   res.end(payload);
 }
 
+// The same answer on an HTTP/2 stream of the core API (the compatibility req/res objects cost more CPU than the
+// rest of a request, which would make the fake the bottleneck of an HTTP/2 client).
+class StreamAnswer {
+  constructor(stream) { this.stream = stream; }
+  writeHead(status, headers) {
+    const out = { ':status': status };
+    for (const [name, value] of Object.entries(headers)) out[name.toLowerCase()] = value;
+    if (!this.stream.destroyed) this.stream.respond(out);
+  }
+  end(payload) { if (!this.stream.destroyed) this.stream.end(payload); }
+}
+
 function snapshot() {
   const cpu = process.cpuUsage(stats.startedCpu);
   return {
@@ -106,9 +118,8 @@ function reset(body) {
 
 function send(req, res, body) {
   stats.sendRequests++;
-  const connection = req.httpVersionMajor === 2 ? req.stream.session : req.socket;
-  if (connection.fakeFcmEpoch !== stats.startedAt) { // first send on this connection since the reset
-    connection.fakeFcmEpoch = stats.startedAt;
+  if (req.connection.fakeFcmEpoch !== stats.startedAt) { // first send on this connection since the reset
+    req.connection.fakeFcmEpoch = stats.startedAt;
     stats.sendConnections++;
   }
   if (!(req.headers.authorization || '').startsWith('Bearer fake-access-token-')) {
@@ -135,12 +146,13 @@ function send(req, res, body) {
   if (stats.deliveredTokens.has(token)) stats.duplicates++;
   else stats.deliveredTokens.add(token);
   stats.delivered++;
-  const project = req.url.split('/')[3];
+  const project = req.path.split('/')[3];
   return answer(res, 200, { name: `projects/${project}/messages/${stats.delivered}` });
 }
 
+// req: {method, path, headers, connection}; res: writeHead(status, headers) + end(payload).
 function route(req, res, body) {
-  const path = req.url.split('?')[0];
+  const path = req.path.split('?')[0];
   if (req.method === 'POST' && path === '/token') {
     stats.tokenCalls++;
     return answer(res, 200, { access_token: `fake-access-token-${stats.tokenCalls}`, expires_in: 3600,
@@ -155,25 +167,41 @@ function route(req, res, body) {
   return answer(res, 404, { error: { code: 404, message: 'not found', status: 'NOT_FOUND' } });
 }
 
-function handle(req, res) {
+function serve(source, req, res) {
   const chunks = [];
-  req.on('data', (chunk) => chunks.push(chunk));
-  req.on('end', () => {
+  source.on('data', (chunk) => chunks.push(chunk));
+  source.on('end', () => {
     stats.inFlight++;
     stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
     const finish = () => {
       stats.inFlight--;
       route(req, res, Buffer.concat(chunks).toString('utf8'));
     };
-    const delayed = config.latencyMs > 0 && req.url.includes('/messages:send');
+    const delayed = config.latencyMs > 0 && req.path.includes('/messages:send');
     if (delayed) setTimeout(finish, config.latencyMs);
     else finish();
   });
 }
 
-// HTTP/1.1 (what aiohttp and requests speak) and HTTP/2 (ALPN h2) on the same port, like fcm.googleapis.com.
-const tls = { cert: fs.readFileSync(config.cert), key: fs.readFileSync(config.key), allowHTTP1: true };
-const server = http2.createSecureServer(tls, handle);
+function onHttp1(req, res) {
+  serve(req, { method: req.method, path: req.url, headers: req.headers, connection: req.socket }, res);
+}
+
+function onStream(stream, headers) {
+  const req = { method: headers[':method'], path: headers[':path'], headers, connection: stream.session };
+  stream.on('error', () => {}); // a client that reset the stream
+  serve(stream, req, new StreamAnswer(stream));
+}
+
+// HTTP/1.1 (what aiohttp and requests speak) and HTTP/2 (ALPN h2) on the same port, like fcm.googleapis.com, which
+// also limits each HTTP/2 connection to 100 concurrent streams. A 'request' listener makes Node wrap every HTTP/2
+// stream in compatibility objects too, so that wrapper is swapped for the core stream handler.
+const tls = { cert: fs.readFileSync(config.cert), key: fs.readFileSync(config.key), allowHTTP1: true,
+  settings: { maxConcurrentStreams: 100 } };
+const server = http2.createSecureServer(tls);
+server.on('request', onHttp1);
+server.removeAllListeners('stream');
+server.on('stream', onStream);
 server.keepAliveTimeout = 120000; // like Google's front ends: idle keep-alive connections stay open
 server.headersTimeout = 121000;
 server.on('connection', () => { stats.connections++; });
