@@ -28,13 +28,16 @@ LINK = "https://nibs.example/offers/1"
 
 
 @pytest.fixture(autouse=True)
-def _engine_config(app):
-    """Temporary runtimes (no connections kept between tests) and small batches."""
-    app.config.update(ENGINE_KEEP_CONNECTIONS=False, ENGINE_BATCH_SIZE=50, SMS_BATCH_SIZE=10)
+def _engine_config(request):
+    """Tests on a database: temporary runtimes (no connections kept between tests) and small batches. Tests of the
+    backends alone need no database and run once, not once per database."""
+    if "app" in request.fixturenames:
+        request.getfixturevalue("app").config.update(ENGINE_KEEP_CONNECTIONS=False, ENGINE_BATCH_SIZE=50,
+                                                     SMS_BATCH_SIZE=10)
 
 
 @pytest.fixture
-def push_app():
+def push_app(app):
     """The app pushes go to (no push channel: the Debug push backend)."""
     return make_app("Nibs")
 
@@ -46,7 +49,7 @@ def journal(tmp_path) -> Path:
 
 
 @pytest.fixture
-def sms_channel(journal) -> Callable[..., SmsChannel]:
+def sms_channel(app, journal) -> Callable[..., SmsChannel]:
     """Configure the SMS channel (Debug, journaling, unless told otherwise)."""
 
     def _make(backend: str = "debug", sender: str | None = "Nibs", options: dict[str, Any] | None = None,
