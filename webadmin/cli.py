@@ -28,17 +28,22 @@ def rebuild_rollups() -> None:
 
 @channels_cli.command("rotate-key")
 def rotate_key() -> None:
-    """Re-encrypt every channel's credentials under the first key of WEBADMIN_CREDENTIALS_KEYS."""
+    """Re-encrypt every channel's (and the SMS channel's) credentials under the first key of
+    WEBADMIN_CREDENTIALS_KEYS."""
     from sqlalchemy import select
 
     from webadmin.crypto import rotate
     from webadmin.models.campaign import Channel
+    from webadmin.models.sms import SmsChannel
 
     channels = db.session.scalars(select(Channel).where(Channel.credentials_encrypted.is_not(None))).all()
     for channel in channels:
         channel.credentials_encrypted = rotate(channel.credentials_encrypted)
+    sms = db.session.scalars(select(SmsChannel).where(SmsChannel.credentials_encrypted.is_not(None))).all()
+    for sms_channel in sms:
+        sms_channel.credentials_encrypted = rotate(sms_channel.credentials_encrypted)
     db.session.commit()
-    click.echo(f"Re-encrypted the credentials of {len(channels)} channel(s).")
+    click.echo(f"Re-encrypted the credentials of {len(channels)} channel(s) and {len(sms)} SMS channel(s).")
 
 
 @users_cli.command("create")

@@ -210,3 +210,19 @@ def test_the_sms_preview_counts_phones_and_parts(client, login_as, sms_channel):
     client.post("/logout")
     login_as(Role.VIEWER)
     assert client.get("/compose/sms-preview", query_string=args).status_code == 403
+
+
+def test_key_rotation_re_encrypts_the_sms_channel(app, runner, client, login_as):
+    from cryptography.fernet import Fernet
+
+    from webadmin.crypto import decrypt_credentials
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app.config["CREDENTIALS_KEYS"] = old
+    login_as(Role.ADMIN)
+    _save_smsapi(client)
+    app.config["CREDENTIALS_KEYS"] = f"{new},{old}"
+    result = runner.invoke(args=["channels", "rotate-key"])
+    assert result.exit_code == 0 and "1 SMS channel(s)" in result.output
+    app.config["CREDENTIALS_KEYS"] = new  # the old key is gone: still readable
+    assert decrypt_credentials(_channel().credentials_encrypted)["token"] == TOKEN
