@@ -28,8 +28,7 @@ def rebuild_rollups() -> None:
 
 @channels_cli.command("rotate-key")
 def rotate_key() -> None:
-    """Re-encrypt every channel's (and the SMS channel's) credentials under the first key of
-    WEBADMIN_CREDENTIALS_KEYS."""
+    """Re-encrypt the credentials of every channel and the SMS channel under the first key of the settings."""
     from sqlalchemy import select
 
     from webadmin.crypto import rotate
