@@ -484,16 +484,24 @@ class H2Client(asyncio.Protocol):
             self.pending[stream_id] = memoryview(body)
             self._send_body(stream_id)
         self._schedule_flush()
+        timer = self.loop.call_later(timeout, self._expire, stream_id, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                return await stream.future
-        except TimeoutError:
-            self._cancel(stream_id)
-            raise H2Failure(f"no answer from {self.peer} within {timeout:g}s", timed_out=True) from None
+            return await stream.future
+        except asyncio.CancelledError:
+            if self._forget(stream_id) is not None:  # the caller gave up: so does the server
+                self._reset(stream_id, CANCEL)
+            raise
+        finally:
+            timer.cancel()
 
-    def _cancel(self, stream_id: int) -> None:
-        if self._forget(stream_id) is not None:
-            self._reset(stream_id, CANCEL)
+    def _expire(self, stream_id: int, timeout: float) -> None:
+        """The request's timeout: give up on the stream and tell the server (RST_STREAM CANCEL)."""
+        stream = self._forget(stream_id)
+        if stream is None:
+            return
+        self._reset(stream_id, CANCEL)
+        if not stream.future.done():
+            stream.future.set_exception(H2Failure(f"no answer from {self.peer} within {timeout:g}s", timed_out=True))
 
     def _reset(self, stream_id: int, code: int) -> None:
         if self.transport is None:

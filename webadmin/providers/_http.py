@@ -232,14 +232,20 @@ Sender = Callable[[T, str], Awaitable[list[SendResult]]]
 
 
 async def _gather_bounded(items: Sequence[T], send: Sender, token: str, limit: int) -> list[list[SendResult]]:
-    """Run send(item, token) for every item, at most limit at a time."""
-    sem = asyncio.Semaphore(max(1, limit))
+    """Run send(item, token) for every item, at most limit at a time, in input order.
 
-    async def one(item: T) -> list[SendResult]:
-        async with sem:
-            return await send(item, token)
+    `limit` workers take the next item when they are done (not a task and a semaphore turn per item: with one
+    HTTP/2 stream per FCM message those were a tenth of the client's CPU).
+    """
+    outcomes: list[list[SendResult]] = [[] for _ in items]
+    queue = iter(enumerate(items))
 
-    return list(await asyncio.gather(*(one(item) for item in items)))
+    async def worker() -> None:
+        for index, item in queue:
+            outcomes[index] = await send(item, token)
+
+    await asyncio.gather(*(worker() for _ in range(min(max(1, limit), len(items)))))
+    return outcomes
 
 
 def _is_refused(results: list[SendResult]) -> bool:
