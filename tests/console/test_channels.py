@@ -206,6 +206,7 @@ def test_editing_with_a_blank_secret_keeps_the_stored_one(client, login_as, nibs
 def test_apns_token_and_certificate_credentials_are_checked_and_optional_secrets_can_be_removed(client, login_as,
                                                                                                  nibs):
     login_as(Role.ADMIN)
+    assert "clear_private_key" not in client.get(_new_url(nibs, "ios", "apns")).get_data(as_text=True)
     base = {"name": "APNs", "cred_environment": "sandbox", "cred_bundle_id": "com.example.nibs", "enabled": "y"}
     token = base | {"cred_auth_mode": "token", "cred_team_id": "ABCDE12345", "cred_key_id": "KEY1234567",
                     "cred_private_key": _ec_p8()}

@@ -37,7 +37,6 @@ from webadmin.services.channel_credentials import (
 
 log = logging.getLogger(__name__)
 
-DEBUG_ROUTE_LABEL = "Debug (nothing is sent)"
 Actor = User | str | None
 
 
@@ -268,6 +267,9 @@ def _run_check(channel: Channel, credentials: dict[str, Any]) -> ConnectionCheck
     except Exception as exc:  # a backend bug must not break the page, and its text may hold secrets
         log.warning("test connection of channel %s raised %s", channel.id, type(exc).__name__)
         return ConnectionCheck(ok=False, message=f"The check failed unexpectedly ({type(exc).__name__}).")
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # a service, not a test for pytest to collect
 
 
 async def _check(backend: PushBackend, timeout: float) -> ConnectionCheck:

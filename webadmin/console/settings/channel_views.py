@@ -89,6 +89,7 @@ def new_channel(app_id: int):
     platform = choice.platform.data
     default_name = f"{cls.label.split(' (')[0]} {PLATFORM_LABELS.get(platform, platform)}"
     form = channel_form_class(cls)(name=default_name, enabled=channels.active_channel(app, platform) is None)
+    form.describe_stored({})  # nothing stored yet: no "remove the stored …" boxes
     if form.validate_on_submit():
         try:
             change = channels.create_channel(app, platform, cls.type_name, form.channel_input(), actor=current_user)
