@@ -240,3 +240,19 @@ def test_funnel_rows_are_empty_without_a_fallback(push_app):
     db.session.commit()
     assert sms_fallback.funnel_rows(campaign.id) == [] and sms_fallback.funnel_rows(999_999) == []
     assert db.session.scalar(select(SmsMessage.id)) is None
+
+
+def test_the_campaign_funnel_csv_has_the_sms_stages(client, login_as, push_app, sms_channel):
+    from webadmin.models.user import Role
+
+    sms_channel()
+    make_device(push_app, make_subscriber(phone="+48500100002"))
+    make_device(push_app, make_subscriber())
+    campaign = send_campaign(push_app)
+    tick(later())
+    login_as(Role.VIEWER)
+    csv = client.get(f"/analytics/campaigns/{campaign.id}/funnel.csv").get_data(as_text=True)
+    lines = {line.split(",")[0]: line for line in csv.splitlines()}
+    assert lines["SMS fallback sent"].startswith("SMS fallback sent,1,")
+    assert lines["No phone number"].startswith("No phone number,1,")
+    assert lines["Invalid number"].startswith("Invalid number,0,")

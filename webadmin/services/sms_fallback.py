@@ -156,6 +156,22 @@ def funnel_rows(campaign_id: int) -> list[tuple[str, int]]:
     ]
 
 
+FUNNEL_NOTES = {
+    "SMS fallback sent": "one SMS per subscriber who opened none of their pushes in time (counted per subscriber)",
+    "SMS fallback failed": "final failures and SMS stopped by a cancel",
+    "No phone number": "non-openers without a phone number: no SMS",
+    "Opted out": "opted out before the SMS, or unsubscribed at the SMS provider",
+    "Invalid number": "numbers the SMS provider refused",
+}
+
+
+def funnel_extra(campaign: Campaign) -> list[Any]:
+    """The SMS stages as the analytics funnel's rows (registered in services.analytics.FUNNEL_EXTRAS)."""
+    from webadmin.services.analytics import FunnelRow
+
+    return [FunnelRow(label, count, note=FUNNEL_NOTES[label]) for label, count in funnel_rows(campaign.id)]
+
+
 @dataclass
 class CampaignSms:
     """A campaign's SMS fallback section."""

@@ -10,13 +10,16 @@ from webadmin.console.sms.forms import ActionForm, BackendChoiceForm, SmsChannel
 from webadmin.extensions import db, htmx
 from webadmin.models.campaign import Campaign
 from webadmin.models.sms import SmsChannel
-from webadmin.services import ServiceError, sms_channel, sms_fallback
+from webadmin.services import ServiceError, analytics, sms_channel, sms_fallback
 from webadmin.sms import BACKENDS
 
 bp = Blueprint("sms", __name__)
 # The campaign and subscriber pages include fragments that read their SMS rows through these.
 bp.add_app_template_global(sms_fallback.campaign_sms, "sms_for_campaign")
 bp.add_app_template_global(sms_fallback.subscriber_sms, "sms_for_subscriber")
+# The campaign funnel (page and CSV) shows the SMS stages after the push failures.
+if sms_fallback.funnel_extra not in analytics.FUNNEL_EXTRAS:
+    analytics.FUNNEL_EXTRAS.append(sms_fallback.funnel_extra)
 
 
 def _form(backend: str, channel: SmsChannel | None, formdata: object = None) -> SmsChannelForm:
