@@ -291,3 +291,23 @@ def test_days_are_the_viewers_days_across_a_dst_switch(app, zone_name):
     table = daily(window)
     assert len(table.rows) == 90 and table.rows[-1][0] == now.astimezone(zone).date().isoformat()
     assert {row[0]: row[1] for row in table.rows if row[1]} == expected
+
+
+def test_every_figure_is_a_valid_plotly_figure(app, client, login_as, monkeypatch):
+    """The pages serialise figure dictionaries without building plotly objects: here plotly validates them all."""
+    import json
+
+    import plotly.graph_objects as go
+
+    known = run_known_campaign(app, monkeypatch)
+    login_as(Role.VIEWER)
+    figures = {}
+    for url in ("/", f"/campaigns/{known.campaign.id}", "/analytics/?days=7"):
+        page = _page(client, url)
+        figures.update(re.findall(r'<script type="application/json" id="(chart-[a-z]+-figure)">(.*?)</script>', page,
+                                  re.S))
+    assert set(figures) == {f"chart-{key}-figure" for key in ("daily", "funnel", "opens", "hourly", "platforms",
+                                                              "sources", "offers")}
+    for key, data in figures.items():
+        figure = go.Figure(json.loads(data))  # raises ValueError on any property plotly does not know
+        assert figure.data, key

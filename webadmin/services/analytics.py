@@ -185,26 +185,44 @@ def hourly(zone: ZoneInfo, hours: int = HOURLY_HOURS, now: datetime | None = Non
     return table
 
 
-def _breakdown(window: Window, column: str, key: str, title: str, heading: str, labels: dict[str, str]) -> Table:
-    """Traffic of the window per value of a rollup column (platform or source), busiest first."""
+def _by_platform_and_source(window: Window) -> list[tuple[str, str, int, int, int]]:
+    """(platform, source, sent, failed, opened) of the window: one read of the rollups for both breakdowns."""
     rows = db.session.execute(
-        select(_H.c[column], *_SUMS).where(_H.c.hour >= window.start, _H.c.hour <= window.end)
-        .group_by(_H.c[column])
-    ).all()
-    table = Table(key, f"{title}, {window.label()}", [heading, "Sent", "Failed", "Opened", "Open rate"])
-    for value, sent, failed, opened in sorted(rows, key=lambda r: (-r[1], r[0])):
-        table.rows.append([labels.get(value, value), int(sent), int(failed), int(opened), rate(int(opened), int(sent))])
+        select(_H.c.platform, _H.c.source, *_SUMS).where(_H.c.hour >= window.start, _H.c.hour <= window.end)
+        .group_by(_H.c.platform, _H.c.source)
+    )
+    return [(p, s, int(sent), int(failed), int(opened)) for p, s, sent, failed, opened in rows]
+
+
+def _breakdown(groups: list[tuple[str, str, int, int, int]], index: int, key: str, title: str, heading: str,
+               labels: dict[str, str]) -> Table:
+    """Traffic per platform (index 0) or source (index 1), busiest first."""
+    totals: dict[str, list[int]] = {}
+    for group in groups:
+        counts = totals.setdefault(group[index], [0, 0, 0])
+        for i in range(3):
+            counts[i] += group[2 + i]
+    table = Table(key, title, [heading, "Sent", "Failed", "Opened", "Open rate"])
+    for value, (sent, failed, opened) in sorted(totals.items(), key=lambda item: (-item[1][0], item[0])):
+        table.rows.append([labels.get(value, value), sent, failed, opened, rate(opened, sent)])
     return table
+
+
+def by_platform_and_source(window: Window) -> tuple[Table, Table]:
+    """Traffic per platform and per campaign source (ad hoc, offer, social, API)."""
+    groups, period = _by_platform_and_source(window), window.label()
+    return (_breakdown(groups, 0, "platforms", f"By platform, {period}", "Platform", PLATFORM_LABELS),
+            _breakdown(groups, 1, "sources", f"By source, {period}", "Source", SOURCE_LABELS))
 
 
 def by_platform(window: Window) -> Table:
     """Traffic per platform."""
-    return _breakdown(window, "platform", "platforms", "By platform", "Platform", PLATFORM_LABELS)
+    return by_platform_and_source(window)[0]
 
 
 def by_source(window: Window) -> Table:
     """Traffic per campaign source (ad hoc, offer, social, API)."""
-    return _breakdown(window, "source", "sources", "By source", "Source", SOURCE_LABELS)
+    return by_platform_and_source(window)[1]
 
 
 def by_offer(window: Window) -> Table:
@@ -245,13 +263,25 @@ class Kpis:
         return rate(self.opened, self.sent)
 
 
-def kpis(window: Window) -> Kpis:
-    """Sends, failures and opens of the window (rollups) and the campaigns started in it."""
-    sent, failed, opened = db.session.execute(
-        select(*_SUMS).where(_H.c.hour >= window.start, _H.c.hour <= window.end)
-    ).one()
+def kpis(window: Window, days: Table | None = None) -> Kpis:
+    """Sends, failures and opens of the window and the campaigns started in it. From `days` (a `daily` table of
+    this window or a longer one ending the same day) when given, which saves reading the rollups again."""
+    if days is None:
+        sent, failed, opened = db.session.execute(
+            select(*_SUMS).where(_H.c.hour >= window.start, _H.c.hour <= window.end)
+        ).one()
+    else:
+        rows = [row for row in days.rows if row[0] >= window.first_day.isoformat()]
+        sent, failed, opened = (sum(row[i] for row in rows) for i in (1, 2, 3))
     started = db.session.scalar(select(func.count(Campaign.id)).where(Campaign.started_at >= window.start)) or 0
     return Kpis(window, int(sent), int(failed), int(opened), started)
+
+
+def home(zone: ZoneInfo, now: datetime | None = None) -> tuple[Table, list[Kpis]]:
+    """The dashboard's numbers: the last 30 days per day, and the 7- and 30-day totals taken from them."""
+    month = Window.last(30, zone, now)
+    days = daily(month)
+    return days, [kpis(Window.last(7, zone, month.end), days), kpis(month, days)]
 
 
 def recent_campaigns(zone: ZoneInfo, limit: int = RECENT_CAMPAIGNS) -> tuple[Table, list[int]]:

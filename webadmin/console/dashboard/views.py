@@ -12,7 +12,6 @@ from webadmin.access import Role, allow
 from webadmin.console.analytics.views import chart
 from webadmin.console.analytics.zone import remember_zone, viewer_zone
 from webadmin.services import analytics, demo
-from webadmin.services.analytics import Window
 
 bp = Blueprint("dashboard", __name__)
 SUMMARY_SECONDS = 60  # "Your data" counts whole tables: with millions of devices, once a minute per worker is enough
@@ -37,11 +36,12 @@ def index():
     install, an offer to load demo data."""
     zone, problem = viewer_zone()
     summary = _summary()
-    week, month = (analytics.kpis(Window.last(days, zone)) for days in (7, 30))
+    days, kpis = analytics.home(zone)
+    month = kpis[-1]
     recent, recent_ids = analytics.recent_campaigns(zone)
     page = render_template(
         "dashboard/index.html", summary=summary, demo_form=FlaskForm(), empty=not any(n for _, n in summary),
-        kpis=[week, month], daily=chart("daily", month.window) if month.sent or month.failed else None,
+        kpis=kpis, daily=chart("daily", month.window, days) if month.sent or month.failed else None,
         recent=recent, recent_links=[url_for("campaigns.detail", campaign_id=i) for i in recent_ids],
         zone=zone, problem=problem,
     )
