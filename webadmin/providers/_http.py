@@ -13,6 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 
 from ._h2 import H2Failure
 from .base import ChannelAuthError, ProviderOptions, ProviderUnavailable, PushMessage, SendResult
@@ -91,7 +92,11 @@ class SessionHolder:
 
 
 def _parse_body(raw: bytes) -> tuple[Any, bool]:
-    """JSON-decode a body; (None, False) when it is not JSON."""
+    """JSON-decode a body (orjson, else the stdlib's more lenient parser); (None, False) when it is not JSON."""
+    try:
+        return orjson.loads(raw), True
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(raw.decode("utf-8")), True
     except (UnicodeDecodeError, ValueError):
