@@ -1,5 +1,5 @@
-"""Demo: a Debug SMS channel and two simulated phones whose subscribers have numbers, so a marketer can watch an SMS
-fallback happen (send with a one-minute window, tap on one phone, not on the other)."""
+"""Demo: a Debug SMS channel, and a simulated phone with a known name for two demo subscribers who have numbers,
+so a marketer can watch an SMS fallback happen (send with a one-minute window, tap on one phone only)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,7 @@ from webadmin.models.sms import SmsChannel
 from webadmin.services import demo
 from webadmin.services.demo_audience import APP_NAME
 
-# (subscriber key, display name, phone, simulated device token)
-PEOPLE = (
-    ("anna.sms@example.com", "Anna (SMS demo)", "+48500100200", "sim-android-smsdemo-anna"),
-    ("ben.sms@example.com", "Ben (SMS demo)", "+48500100201", "sim-android-smsdemo-ben"),
-)
+TOKENS = ("sim-android-smsdemo-1", "sim-android-smsdemo-2")
 
 
 def _debug_channel() -> bool:
@@ -28,28 +24,30 @@ def _debug_channel() -> bool:
     return True
 
 
-def _phones(app: App) -> int:
-    """The demo people and their simulated Android phones (only the missing ones); returns how many were added."""
-    added = 0
-    for key, name, phone, token in PEOPLE:
-        subscriber = db.session.scalar(select(Subscriber).where(Subscriber.subscriber_key == key))
-        if subscriber is None:
-            subscriber = Subscriber(subscriber_key=key, display_name=name, phone=phone, locale="pl-PL",
-                                    time_zone="Europe/Warsaw")
-            db.session.add(subscriber)
-            db.session.flush()
-            added += 1
-        if db.session.scalar(select(Device.id).where(Device.app_id == app.id, Device.token == token)) is None:
-            db.session.add(Device(app_id=app.id, platform="android", token=token, subscriber_id=subscriber.id))
+def _phones(app: App) -> list[str]:
+    """Keys of the first two demo subscribers with a number, each given a simulated phone (when missing)."""
+    existing = db.session.scalars(select(Device.token).where(Device.app_id == app.id, Device.token.in_(TOKENS)))
+    if set(existing) == set(TOKENS):
+        return []
+    people = db.session.execute(
+        select(Subscriber.id, Subscriber.subscriber_key)
+        .where(Subscriber.phone.is_not(None), Subscriber.opted_out.is_(False))
+        .order_by(Subscriber.id).limit(len(TOKENS))
+    ).all()
+    if len(people) < len(TOKENS):
+        return []
+    db.session.add_all(Device(app_id=app.id, platform="android", token=token, subscriber_id=person.id)
+                       for token, person in zip(TOKENS, people, strict=True))
     db.session.flush()
-    return added
+    return [person.subscriber_key for person in people]
 
 
 @demo.register_loader("sms")
 def load_sms_demo() -> str | None:
-    """`demo load`: the Debug SMS channel and the two SMS demo subscribers (idempotent)."""
+    """`demo load`: the Debug SMS channel and the two SMS demo phones (idempotent)."""
     app = db.session.scalar(select(App).where(App.name == APP_NAME))
-    channel = _debug_channel()
-    people = _phones(app) if app is not None else 0
-    parts = (["a Debug SMS channel"] if channel else []) + ([f"{people} SMS demo subscribers"] if people else [])
+    parts = ["a Debug SMS channel"] if _debug_channel() else []
+    keys = _phones(app) if app is not None else []
+    if keys:
+        parts.append(f"SMS demo phones {TOKENS[0]} ({keys[0]}) and {TOKENS[1]} ({keys[1]})")
     return " and ".join(parts) or None
