@@ -66,7 +66,7 @@ def test_bad_input_is_shown_beside_its_field_and_changes_nothing(client, login_a
     assert "AC followed by 32 hexadecimal digits" in page and "Twilio needs a sender" in page
     assert _channel() is None
     page = client.post("/settings/sms", data={"backend": "carrier-pigeon"}).get_data(as_text=True)
-    assert _channel() is None and "Debug" in page
+    assert _channel() is None and "Choose one of the listed SMS providers." in page
 
 
 def test_switching_provider_drops_the_old_credentials(client, login_as):

@@ -78,7 +78,8 @@ def _show_problems(form: SmsChannelForm, exc: ServiceError) -> None:
     """Each problem beside its field (credential `x` is input `cred_x`); the rest flashed."""
     problems = exc.problems if isinstance(exc, sms_channel.SmsChannelInvalid) else {exc.field or "": exc.message}
     for name, message in problems.items():
-        target = next((f for f in (name, f"cred_{name}") if f and f in form), None)
+        shown = (f for f in (name, f"cred_{name}") if f and f in form and form[f].type != "HiddenField")
+        target = next(shown, None)
         if target is None:
             flash(message, "danger")
         else:
