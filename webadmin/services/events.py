@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from webadmin.extensions import db
 from webadmin.models.audience import Device
@@ -49,19 +49,27 @@ class _Target:
     earliest: datetime
 
 
-def _known(uuids: list[str], app_id: int | None) -> dict[str, _Target]:
-    """uuid → target for messages of this app (any app when app_id is None): one query with what the rollups need."""
+def _known_query(of_app: bool) -> Any:
+    """The reported messages with what the rollups need (built once: this runs on every events request)."""
     m, c, d = Message.__table__, Campaign.__table__, Device.__table__
     query = (
         select(m.c.uuid, m.c.id, m.c.campaign_id, m.c.sent_at, m.c.created_at, d.c.platform, c.c.source)
         .select_from(m.outerjoin(c, c.c.id == m.c.campaign_id).outerjoin(d, d.c.id == m.c.device_id))
-        .where(m.c.uuid.in_(uuids))
+        .where(m.c.uuid.in_(bindparam("uuids", expanding=True)))
     )
-    if app_id is not None:
-        query = query.where(c.c.app_id == app_id)
+    return query.where(c.c.app_id == bindparam("app_id")) if of_app else query
+
+
+_KNOWN = {of_app: _known_query(of_app) for of_app in (True, False)}
+
+
+def _known(uuids: list[str], app_id: int | None) -> dict[str, _Target]:
+    """uuid → target for messages of this app (any app when app_id is None)."""
+    # Core statements on the session's connection: the ORM's execute path costs more than these small queries.
+    rows = db.session.connection().execute(_KNOWN[app_id is not None], {"uuids": uuids, "app_id": app_id})
     return {
         row.uuid: _Target(row.id, row.campaign_id, row.platform, row.source or "adhoc", row.sent_at or row.created_at)
-        for row in db.session.execute(query)
+        for row in rows
     }
 
 
@@ -85,27 +93,39 @@ def _first_reports(events: list[DeviceEvent], known: dict[str, _Target], report:
     return groups
 
 
+def _mark_statement(column: str) -> Any:
+    """Set a message's opened_at or received_at if still empty; returns the ids it changed (built once).
+
+    The IS NULL guard makes a report idempotent across requests too: of two racing reports, one changes the row.
+    An event is no change of the message's state, so changed_at stays (final failures are counted by it).
+    """
+    m = Message.__table__
+    return (
+        update(m)
+        .where(m.c.id.in_(bindparam("ids", expanding=True)), m.c[column].is_(None))
+        .values({column: bindparam("at", type_=m.c[column].type), "changed_at": m.c.changed_at})
+        .returning(m.c.id)
+    )
+
+
+_MARK = {"opened": _mark_statement("opened_at"), "received": _mark_statement("received_at")}
+_c = Campaign.__table__
+_BUMP_OPENED = update(_c).where(_c.c.id == bindparam("b_id")).values(opened=_c.c.opened + bindparam("n"))
+
+
 def record_events(events: list[DeviceEvent], *, app_id: int | None) -> EventReport:
     """Record events; an open (or a receipt) counts once per message however often it is reported."""
     report = EventReport()
     known = _known(list({e.message_uuid for e in events}), app_id)
-    m = Message.__table__
-    rollups, opened = RollupBatch(), Counter[int]()
+    rollups, opened, connection = RollupBatch(), Counter[int](), db.session.connection()
     for (kind, at), targets in sorted(_first_reports(events, known, report, utcnow()).items()):
-        column = m.c.opened_at if kind == "opened" else m.c.received_at
         by_id = {t.id: t for t in targets}
-        # The IS NULL guard makes it idempotent across requests too: of two racing reports, one changes the row.
-        counted = db.session.scalars(
-            update(m).where(m.c.id.in_(sorted(by_id)), column.is_(None))
-            # An event is no change of the message's state: changed_at stays (failures are counted by it).
-            .values({column.key: at, "changed_at": m.c.changed_at})
-            .returning(m.c.id)
-        ).all()
+        counted = connection.execute(_MARK[kind], {"ids": sorted(by_id), "at": at}).scalars().all()
         report.counted += len(counted)
         report.duplicates += len(targets) - len(counted)
         _count(rollups, opened, kind, at, [by_id[i] for i in counted])
-    for campaign_id, n in sorted(opened.items()):
-        db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(opened=Campaign.opened + n))
+    if opened:
+        connection.execute(_BUMP_OPENED, [{"b_id": cid, "n": n} for cid, n in sorted(opened.items())])
     rollups.write()
     db.session.commit()
     return report

@@ -8,6 +8,7 @@ rebuild gives the same rows as the live counts.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,17 +119,23 @@ class RollupBatch:
                  for (h, p, s), counts in sorted(self.traffic.items())])
 
 
-def _upsert(table: Any, keys: tuple[str, ...], counts: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """INSERT … ON CONFLICT (keys) DO UPDATE SET count = count + excluded.count (SQLite and PostgreSQL)."""
-    if not rows:
-        return
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+@functools.cache
+def _upsert_statement(dialect_name: str, table: Any, keys: tuple[str, ...], counts: tuple[str, ...]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE SET count = count + excluded.count, built once per dialect and table
+    (building it costs more than running it: this is on every recorded batch and every event request)."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     statement = dialect.insert(table)
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[table.c[k] for k in keys],
         set_={name: table.c[name] + statement.excluded[name] for name in counts},
     )
-    db.session.execute(statement, rows)
+
+
+def _upsert(table: Any, keys: tuple[str, ...], counts: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Add the rows' counts to the table (SQLite and PostgreSQL)."""
+    if rows:  # on the session's connection (Core): cheaper than the ORM's execute path, same transaction
+        connection = db.session.connection()
+        connection.execute(_upsert_statement(connection.dialect.name, table, keys, counts), rows)
 
 
 # ------------------------------------------------------------------------------------------------- rebuild
