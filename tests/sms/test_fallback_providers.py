@@ -90,7 +90,7 @@ def test_429_with_retry_after_waits_at_least_that_long_then_sends_with_the_same_
 
 def test_5xx_retries_until_the_attempt_ceiling_then_fails(app, push_app, sms_channel, live_fake):
     app.config.update(ENGINE_MAX_ATTEMPTS=3, ENGINE_RETRY_BASE_SECONDS=1.0)
-    live_fake.route("POST", "/sms.do", raw("<h1>502</h1>", status=502))
+    live_fake.route("POST", "/sms.do", raw(f"<h1>502</h1> token={TOKEN}", status=502))
     _smsapi(sms_channel, live_fake)
     _people(push_app, "+48500100002")
     campaign = send_campaign(push_app)
@@ -100,12 +100,16 @@ def test_5xx_retries_until_the_attempt_ceiling_then_fails(app, push_app, sms_cha
         tick(later())
     [row] = sms_rows(campaign.id)
     assert (row.state, row.attempts) == ("ERROR", 3) and "gave up after 3 attempts" in row.error
+    assert TOKEN not in row.error and "token=••••" in row.error
     assert len(live_fake.calls("/sms.do")) == 3
     assert dict(sms_fallback.funnel_rows(campaign.id))["SMS fallback failed"] == 1
 
 
 def test_refused_credentials_halt_the_channel_and_release_the_rows(push_app, sms_channel, live_fake):
-    refused = reply({"error": 101, "message": "Invalid authorization info"}, status=401)
+    def refused(rec: Recorded):  # a provider that echoes the credentials it refused
+        message = f"Invalid authorization info ({rec.headers['Authorization']})"
+        return reply({"error": 101, "message": message}, status=401)(rec)
+
     live_fake.route("POST", "/sms.do",
                     lambda rec: (accepted if rec.headers["Authorization"] == "Bearer a-new-token" else refused)(rec))
     _smsapi(sms_channel, live_fake)
@@ -113,7 +117,7 @@ def test_refused_credentials_halt_the_channel_and_release_the_rows(push_app, sms
     campaign = send_campaign(push_app)
     tick(later())
     channel = current_channel()
-    assert channel.halted and "Invalid authorization info" in channel.error and TOKEN not in channel.error
+    assert channel.halted and "Invalid authorization info (Bearer ••••)" in channel.error
     assert {(r.state, r.attempts) for r in sms_rows(campaign.id)} == {("WAITING", 0)}  # the claim was no attempt
     calls = len(live_fake.calls("/sms.do"))
     assert tick(later())["send_tasks"] == 0 and send_pending().stopped_because == "SMS channel halted"

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from webadmin.crypto import decrypt_credentials, encrypt_credentials
 from webadmin.extensions import db
@@ -24,13 +24,12 @@ from webadmin.providers.base import ConnectionCheck, ProviderError
 from webadmin.sending.runtime import worker_runtime
 from webadmin.services import ServiceError, audit
 from webadmin.sms import BACKENDS, OPTION_NAMES, create_backend, sms_options
-from webadmin.sms.base import SmsBackend
+from webadmin.sms.base import SmsBackend, redact
 from webadmin.sms.fallback import current_channel
 from webadmin.sms.twilio import SERVICE_SID
 
 log = logging.getLogger(__name__)
 Actor = User | str | None
-MASK = "••••"
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 SMSAPI_SENDER = re.compile(r"^[A-Za-z0-9 .\-]{1,11}$")
 TWILIO_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -157,14 +156,6 @@ def save_channel(data: SmsChannelInput, *, actor: Actor, options: Mapping[str, A
     return channel
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """The text with every stored secret (and its URL-encoded form) replaced by a mask."""
-    forms = {form for secret in secrets if len(secret) >= 4 for form in (secret, quote(secret, safe=""))}
-    for secret in sorted(forms, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
-
-
 def test_connection(*, actor: Actor) -> ConnectionCheck:
     """Run the backend's check with the stored credentials; a pass clears a halt, a failure is shown on the channel."""
     channel = current_channel()
@@ -175,7 +166,7 @@ def test_connection(*, actor: Actor) -> ConnectionCheck:
     except RuntimeError as exc:  # no configured key opens the blob
         return _record_check(channel, ConnectionCheck(ok=False, message=str(exc)), [], actor)
     cls = BACKENDS.get(channel.backend)
-    secrets = [str(credentials.get(f.name, "")) for f in cls.credential_fields if f.secret] if cls else []
+    secrets = cls.secrets_of(credentials) if cls else []
     return _record_check(channel, _run_check(channel, credentials), secrets, actor)
 
 

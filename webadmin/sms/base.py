@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import aiohttp
 
@@ -19,6 +20,7 @@ from webadmin.providers.base import (
     ProviderUnavailable,
 )
 
+MASK = "••••"
 AUTH_REFUSED = "AUTH_REFUSED"  # a result's marker: the provider refused the credentials for this request
 
 __all__ = ["ConnectionCheck", "CredentialField", "OutgoingSms", "ProviderOptions", "SmsBackend", "SmsResult"]
@@ -92,6 +94,15 @@ class SmsBackend(ABC):
             r.error_code, r.channel_error, r.retryable = "UNAUTHENTICATED", True, False
         return results
 
+    @classmethod
+    def secrets_of(cls, credentials: dict[str, Any]) -> list[str]:
+        """The secret values among these credentials (to redact them from anything a provider answered)."""
+        return [str(credentials[f.name]) for f in cls.credential_fields if f.secret and credentials.get(f.name)]
+
+    def redact(self, text: str) -> str:
+        """Text with this backend's secrets masked."""
+        return redact(text, self.secrets_of(self.credentials))
+
     async def test_connection(self) -> ConnectionCheck:
         """Check the credentials without sending an SMS."""
         return ConnectionCheck(ok=True, message=f"{self.label} needs no connection.")
@@ -102,6 +113,14 @@ class SmsBackend(ABC):
 
     def __repr__(self) -> str:  # never show credentials
         return f"<{type(self).__name__} {self.type_name}>"
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """The text with every secret (and its URL-encoded form) replaced by a mask."""
+    forms = {form for secret in secrets if len(secret) >= 4 for form in (secret, quote(secret, safe=""))}
+    for secret in sorted(forms, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 async def bounded(items: Sequence[OutgoingSms], send: Callable[[OutgoingSms], Awaitable[SmsResult]],

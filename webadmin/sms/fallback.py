@@ -426,6 +426,8 @@ class Recorder:
     released: int = 0
 
     def _add(self, kind: str, row: ClaimedSms, **values: Any) -> None:
+        if values.get("b_error"):  # what a provider answered may echo a credential
+            values["b_error"] = self.backend.redact(values["b_error"])
         self.updates.setdefault(kind, []).append({"b_id": row.id, **values})
 
     def ok(self, row: ClaimedSms, result: SmsResult) -> None:
@@ -458,7 +460,7 @@ class Recorder:
         """Not sent because the channel refused: back to WAITING, the claim was no attempt."""
         self._add("release", row)
         self.released += 1
-        self.halt_reason = self.halt_reason or reason
+        self.halt_reason = self.halt_reason or self.backend.redact(reason)
 
     def apply(self, rows: dict[int, ClaimedSms], outgoing: list[OutgoingSms],
               answer: list[SmsResult] | ProviderError) -> None:
