@@ -256,3 +256,18 @@ def test_the_campaign_funnel_csv_has_the_sms_stages(client, login_as, push_app, 
     assert lines["SMS fallback sent"].startswith("SMS fallback sent,1,")
     assert lines["No phone number"].startswith("No phone number,1,")
     assert lines["Invalid number"].startswith("Invalid number,0,")
+
+
+def test_a_window_ending_before_the_next_minute_gets_a_run_of_its_own(push_app, sms_channel):
+    from webadmin.queue import huey
+
+    sms_channel()
+    make_device(push_app, make_subscriber(phone="+48500100002"))
+    campaign = send_campaign(push_app)  # a one-minute window
+    huey.flush()
+    assert tick(campaign.started_at + timedelta(seconds=1))["scheduled"] == 0  # the next periodic run is in time
+    assert tick(campaign.started_at + timedelta(seconds=30))["scheduled"] == 1
+    [task] = [t for t in huey.scheduled() if t.name.endswith("sms_fallback")]
+    window_end = campaign.started_at.replace(tzinfo=None) + timedelta(seconds=60)  # Huey keeps naive UTC etas
+    assert task.eta == window_end + timedelta(seconds=5)  # a few seconds later, for pushes sent after the start
+    huey.flush()

@@ -50,6 +50,7 @@ MAKE_STATUSES = (S.SENDING.value, S.SENT.value, S.FAILED.value)  # paused: wait;
 SEND_STATUSES = MAKE_STATUSES
 FINISHED = (S.SENT.value, S.FAILED.value)
 LOOKAHEAD = timedelta(seconds=60)  # the periodic run's interval: windows ending sooner get a run of their own
+SETTLE = timedelta(seconds=5)  # that run waits this long after the window, for pushes sent just after the start
 # Literals, so the planners can match the partial index ix_sms_messages_active (as the engine does for messages).
 _PENDING = [literal_column(f"'{state}'") for state in SMS_PENDING_STATES]
 _SENDING = literal_column(f"'{SmsState.SENDING.value}'")
@@ -257,7 +258,7 @@ def schedule_upcoming(now: datetime) -> int:
     """A run at the exact end of each window that ends before the next periodic run (short demo windows)."""
     from webadmin.tasks import sms_fallback
 
-    upcoming = [c.due_at for c in open_fallbacks() if now < c.due_at <= now + LOOKAHEAD]
+    upcoming = [c.due_at + SETTLE for c in open_fallbacks() if now < c.due_at + SETTLE <= now + LOOKAHEAD]
     for eta in upcoming:
         sms_fallback.schedule(eta=eta)
     return len(upcoming)
