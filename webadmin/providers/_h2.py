@@ -375,10 +375,11 @@ class H2Client(asyncio.Protocol):
     def _protocol_error(self, exc: _ProtocolError) -> None:
         """End the connection: GOAWAY with the error, fail every stream."""
         self.going_away = f"HTTP/2 protocol error: {exc}"
-        self._fail_streams(list(self.streams), H2Failure, self.going_away)
         self._out.append(_frame(GOAWAY, 0, 0, (0).to_bytes(4, "big") + exc.code.to_bytes(4, "big")))
         self._flush()
-        self.abort()
+        if self.transport is not None:
+            self.transport.close()  # after the GOAWAY has been written (abort would drop it)
+        self._fail_streams(list(self.streams), H2Failure, self.going_away)
 
     def _fail_streams(self, stream_ids: list[int], kind: type[H2Failure], text: str, **flags: bool) -> None:
         for stream_id in stream_ids:
@@ -405,7 +406,7 @@ class H2Client(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._out and self.transport is not None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(self._out))
         self._out.clear()
 
@@ -511,7 +512,7 @@ class H2Client(asyncio.Protocol):
 
     def close(self) -> None:
         """Say GOAWAY and close the transport gracefully."""
-        if self.transport is None:
+        if self.transport is None or self.transport.is_closing():
             return
         self._out.append(_frame(GOAWAY, 0, 0, (0).to_bytes(4, "big") + NO_ERROR.to_bytes(4, "big")))
         self._flush()
