@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,10 @@ class Timings:
                 for page in PAGES]
 
 
-def _outcome(campaign_id: int) -> None:
+def _outcome(campaign_id: int, now: datetime) -> None:
     """Write a sent campaign's history set-based: sends, failures by class, opens over seven hours, receipts."""
     m, d = Message.__table__, Device.__table__
-    sent_at = hour_of(utcnow()) - timedelta(hours=8)
+    sent_at = hour_of(now) - timedelta(hours=8)
     mine = m.c.campaign_id == campaign_id
     db.session.execute(update(m).where(mine).values(state="SENT", backend="debug", sent_at=sent_at,
                                                     number_of_send_attempts=1, changed_at=sent_at))
@@ -108,9 +108,9 @@ def _outcome(campaign_id: int) -> None:
     db.session.commit()
 
 
-def _history() -> None:
-    """30 days of hourly traffic for every platform and source (the same for both sizes)."""
-    now = hour_of(utcnow())
+def _history(now: datetime) -> None:
+    """30 days of hourly traffic for every platform and source before the campaign (the same for both sizes)."""
+    now = hour_of(now)
     rows = [{"hour": now - timedelta(hours=h), "platform": p, "source": s, "sent": 100 + h % 17, "failed": h % 3,
              "opened": 20 + h % 7, "received": 0}
             for h in range(9, 30 * 24) for p in ("android", "ios", "web") for s in ("adhoc", "offer", "social", "api")]
@@ -122,12 +122,13 @@ def build(app: Flask, size: int) -> int:
     """Audience, campaign, history, rollups and a viewer; returns the campaign id."""
     with app.app_context():
         began = time.perf_counter()
+        now = utcnow()  # one instant for the campaign and the history: a large build can outlast an hour
         app_id = build_audience(size)
         campaign_id, targeted, _ = started_campaign(app_id)
         assert targeted == size, (targeted, size)
-        _outcome(campaign_id)
+        _outcome(campaign_id, now)
         written = rollups.rebuild()
-        _history()
+        _history(now)
         if db.engine.dialect.name == "postgresql":
             db.session.execute(text("ANALYZE"))
             db.session.commit()
