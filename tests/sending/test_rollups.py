@@ -110,3 +110,15 @@ def test_an_open_counts_in_the_hour_the_device_reports_within_send_and_now(app, 
     live = _snapshot()
     rebuild()
     assert _snapshot() == live
+
+
+def test_an_event_about_another_apps_message_is_unknown_and_counts_nowhere(app, monkeypatch):
+    known = run_known_campaign(app, monkeypatch)
+    message = db.session.scalar(select(Message).where(Message.campaign_id == known.campaign.id,
+                                                      Message.opened_at.is_(None), Message.state == "SENT"))
+    live = _snapshot()
+    report = record_events([DeviceEvent(message.uuid, "opened")], app_id=known.campaign.app_id + 1)
+    assert (report.counted, report.unknown) == (0, [message.uuid])
+    assert _snapshot() == live
+    report = record_events([DeviceEvent(message.uuid, "opened")], app_id=known.campaign.app_id)
+    assert report.counted == 1 and _snapshot() != live
