@@ -193,8 +193,9 @@ function onStream(stream, headers) {
   serve(stream, req, new StreamAnswer(stream));
 }
 
-// HTTP/1.1 (what aiohttp and requests speak) and HTTP/2 (ALPN h2) on the same port, like fcm.googleapis.com, which
-// also limits each HTTP/2 connection to 100 concurrent streams. A 'request' listener makes Node wrap every HTTP/2
+// HTTP/1.1 (what aiohttp and requests speak) and HTTP/2 (ALPN h2) on the same port, like fcm.googleapis.com; at most
+// 100 concurrent streams per HTTP/2 connection (a common front-end limit), so a client must respect
+// SETTINGS_MAX_CONCURRENT_STREAMS to go beyond 100 in flight. A 'request' listener makes Node wrap every HTTP/2
 // stream in compatibility objects too, so that wrapper is swapped for the core stream handler.
 const tls = { cert: fs.readFileSync(config.cert), key: fs.readFileSync(config.key), allowHTTP1: true,
   settings: { maxConcurrentStreams: 100 } };
