@@ -38,6 +38,7 @@ from webadmin.models.types import utcnow  # noqa: E402
 
 POSTGRES_SERVER = os.environ.get("WEBADMIN_BENCH_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 BENCH_DATABASE = "webadmin_bench_engine"  # its own name: other benchmarks use webadmin_bench
+MATERIALIZE_DATABASE = "webadmin_bench_materialize"  # so this runs while engine_throughput uses the one above
 DEVICES_PER_SUBSCRIBER = 2.5  # phones, tablets, browsers
 INACTIVE_SHARE = 0.03  # invalid devices on top of the targeted ones, so the filters have work to do
 TOKEN_PAD = "x" * 120  # FCM registration tokens are ~150 characters
@@ -69,20 +70,22 @@ def _admin(server: str, statement: str) -> None:
 
 
 @contextmanager
-def bench_database(kind: str, server: str = POSTGRES_SERVER) -> Iterator[tuple[str, Path]]:
-    """A fresh database and instance folder: a temporary SQLite file, or the benchmark's own PostgreSQL database."""
+def bench_database(
+    kind: str, server: str = POSTGRES_SERVER, name: str = BENCH_DATABASE
+) -> Iterator[tuple[str, Path]]:
+    """A fresh database and instance folder: a temporary SQLite file, or the PostgreSQL database `name`."""
     with tempfile.TemporaryDirectory(prefix="webadmin-bench-") as tmp:
         folder = Path(tmp)
         os.environ["WEBADMIN_INSTANCE_PATH"] = str(folder)
         if kind == "sqlite":
             yield f"sqlite:///{folder / 'bench.sqlite3'}", folder
             return
-        _admin(server, f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        _admin(server, f"CREATE DATABASE {BENCH_DATABASE}")
+        _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        _admin(server, f"CREATE DATABASE {name}")
         try:
-            yield str(make_url(postgres_admin_url(server)).set(database=BENCH_DATABASE)), folder
+            yield str(make_url(postgres_admin_url(server)).set(database=name)), folder
         finally:
-            _admin(server, f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
+            _admin(server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def bench_app(url: str, folder: Path, *, create: bool = True, **config: Any) -> Flask:
@@ -203,25 +206,29 @@ def _draft_campaign(app_id: int) -> int:
 
 def measure(kind: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """Build the audience once, then alternate peer and set-based runs on empty message tables."""
-    with bench_database(kind, args.postgres_url) as (url, folder):
+    with bench_database(kind, args.postgres_url, MATERIALIZE_DATABASE) as (url, folder):
         app = bench_app(url, folder)
         with app.app_context():
             began = time.perf_counter()
             app_id = build_audience(args.size)
             built = time.perf_counter() - began
             fast: list[float] = []
+            cpus: list[float] = []  # this process's CPU: all of the work on SQLite, the client's on PostgreSQL
             peer: list[float] = []
             for _ in range(args.runs):
                 reset_messages()
                 rows, seconds = orm_per_row(app_id, _draft_campaign(app_id), args.peer_size)
                 peer.append(rows / seconds)
                 reset_messages()
+                cpu = time.process_time()
                 _, targeted, seconds = started_campaign(app_id)
+                cpus.append(time.process_time() - cpu)
                 assert targeted == args.size, (targeted, args.size)
                 fast.append(seconds)
             db.session.remove()
             db.engine.dispose()
-    return {"kind": kind, "built": built, "seconds": fast, "peer": peer}
+    return {"kind": kind, "built": built, "seconds": fast, "peer": peer, "cpu": cpus,
+            "load": os.getloadavg()[0]}
 
 
 def report(args: argparse.Namespace, outcome: dict[str, Any]) -> None:
@@ -232,10 +239,14 @@ def report(args: argparse.Namespace, outcome: dict[str, Any]) -> None:
     target = 5.0 if outcome["kind"] == "sqlite" else 10.0
     runs = "/".join(f"{s:.2f}" for s in outcome["seconds"])
     peers = "/".join(f"{p:,.0f}" for p in outcome["peer"])
-    print(f"[{outcome['kind']}] audience of {args.size:,} devices built in {outcome['built']:.1f} s")
+    print(f"[{outcome['kind']}] audience of {args.size:,} devices built in {outcome['built']:.1f} s; "
+          f"load average {outcome['load']:.1f} at the end")
     verdict = ("met" if seconds <= target else "MISSED") if args.size == 1_000_000 else "applies to 1M messages"
     print(f"[{outcome['kind']}] materialise {args.size:,} messages (campaigns.start): median {seconds:.2f} s "
           f"({runs}) = {rate:,.0f} rows/s; target <= {target:.0f} s: {verdict}")
+    cpus = "/".join(f"{c:.2f}" for c in outcome["cpu"])
+    print(f"[{outcome['kind']}] CPU seconds of this process in start(): median {statistics.median(outcome['cpu']):.2f} "
+          f"({cpus})")
     print(f"[{outcome['kind']}] peer, ORM object per row ({args.peer_size:,} rows): median {peer:,.0f} rows/s "
           f"({peers}) → {args.size / peer:.1f} s for {args.size:,}; set-based is {rate / peer:.0f}x faster")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from tests.factories import make_device, make_group, make_subscriber
 from webadmin.extensions import db
 from webadmin.models.message import Message
 from webadmin.models.types import utcnow
-from webadmin.sending.audience import AudienceSpec, count_audience, materialize
+from webadmin.sending.audience import AudienceSpec, count_audience, materialize, message_uuid
 from webadmin.services import settings
 
 
@@ -72,6 +73,25 @@ def test_newest_device_only_setting(push_app):
     settings.put("delivery.device_selection", "newest", actor="test")
     _, ids = _targets(push_app.id, {"type": "all"}, settings.get("delivery.device_selection"))
     assert ids == {newest.id, anonymous.id}
+
+
+def test_message_uuids_derive_from_campaign_and_device(push_app):
+    from webadmin.models.campaign import Campaign
+
+    campaign = Campaign(app_id=push_app.id, text="x", uuid="0123abcd-ef45-4678-9abc-def012345678")
+    db.session.add(campaign)
+    db.session.commit()
+    devices = [make_device(push_app, make_subscriber(f"u{i}@example.com"), "android") for i in range(3)]
+    materialize(campaign.id, push_app.id, AudienceSpec.from_dict({"type": "all"}), "all", None)
+    stored = {row.device_id: row.uuid for row in db.session.execute(select(Message.device_id, Message.uuid))}
+    assert stored == {d.id: message_uuid(campaign.uuid, d.id) for d in devices}
+    for text in stored.values():
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 8 and parsed.variant == uuid.RFC_4122
+        assert text.startswith("0123abcd-ef45-8678-")  # the campaign's first 64 bits, version 8
+    # The SQL and the Python agree beyond 32 bits too (device ids are 62 bits in the format).
+    assert message_uuid(campaign.uuid, 2**40 + 5) == "0123abcd-ef45-8678-8000-010000000005"
+    assert uuid.UUID(message_uuid(campaign.uuid, 2**62 - 1)).int & (2**62 - 1) == 2**62 - 1
 
 
 def test_bad_specs_are_refused():
