@@ -170,7 +170,8 @@ def run(kind: str, args: argparse.Namespace) -> None:
         print(f"[{kind}] {baseline.line()}")
         print(f"[{kind}] {events.line()}")
         ratio, p99 = events.rate / baseline.rate, events.percentile(99)
-        verdicts = [f"{events.rate:,.0f} req/s (≥ {TARGET_RATE:,.0f}: {'met' if events.rate >= TARGET_RATE else 'MISSED'})",
+        rate_met = "met" if events.rate >= TARGET_RATE else "MISSED"
+        verdicts = [f"{events.rate:,.0f} req/s (≥ {TARGET_RATE:,.0f}: {rate_met})",
                     f"{ratio:.2f} × health (≥ {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'MISSED'})",
                     f"p99 {p99:.1f} ms (< {TARGET_P99_MS:.0f}: {'met' if p99 < TARGET_P99_MS else 'MISSED'})",
                     f"{events.errors} errors ({'met' if events.errors == 0 else 'MISSED'})"]
