@@ -65,17 +65,24 @@ def _find_key(key: str) -> Row[Any]:
     return row
 
 
+# One App object per distinct state of an app's row, shared by the requests of this process: building an ORM object
+# and adding it to the session each time was ~80 µs of a ~900 µs device registration. It is read-only and never in a
+# session (API services read its columns and take its id); a changed row (say, new platforms) makes a new object.
+_APP_OBJECTS: dict[tuple[Any, ...], App] = {}
+_APP_OBJECTS_MAX = 256
+
+
 def _app_from_row(row: Row[Any]) -> App:
-    """The key's App as a persistent object of this request's session, built from the row without a query."""
-    app = App(
-        id=row.app_id,
-        name=row.name,
-        platforms=row.platforms,
-        deep_link_scheme=row.deep_link_scheme,
-        created_at=row.created_at,
-    )
-    make_transient_to_detached(app)  # as if loaded: no pending changes, so nothing is ever INSERTed
-    db.session.add(app)
+    """The key's App, built from the row without a query (detached, as if loaded: it is never INSERTed)."""
+    state = (row.app_id, row.name, tuple(row.platforms or ()), row.deep_link_scheme, row.created_at)
+    app = _APP_OBJECTS.get(state)
+    if app is None:
+        app = App(id=row.app_id, name=row.name, platforms=row.platforms, deep_link_scheme=row.deep_link_scheme,
+                  created_at=row.created_at)
+        make_transient_to_detached(app)
+        if len(_APP_OBJECTS) >= _APP_OBJECTS_MAX:  # renamed apps leave old states behind
+            _APP_OBJECTS.clear()
+        _APP_OBJECTS[state] = app
     return app
 
 
