@@ -131,6 +131,7 @@ def test_keyset_pages_walk_forward_and_back_like_one_query(app, monkeypatch, pro
         SubscriberFilters(),
         SubscriberFilters(q="a"),  # keys a…, and names Ada… (keys b…), merged in key order
         SubscriberFilters(q="a", platform="ios"),
+        SubscriberFilters(q="a", group_id=group_id),  # PostgreSQL: text candidates first, the group as a check
         SubscriberFilters(group_id=group_id, platform="ios"),
     ):
         expected = [s.subscriber_key for s in db.session.scalars(subscriber_search.subscribers_query(filters))]

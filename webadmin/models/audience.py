@@ -19,12 +19,17 @@ class Subscriber(db.Model):
 
     __tablename__ = "subscribers"
     __table_args__ = (
+        # INCLUDE id (PostgreSQL): pages in key order, with a filter checked per row, walk this index alone.
+        UniqueConstraint("subscriber_key", name="uq_subscribers_subscriber_key", postgresql_include=["id"]),
         # Prefix search (`LIKE 'abc%'`): PostgreSQL uses a btree for LIKE only with text_pattern_ops unless the
         # database collation is "C"; SQLite searches with a range (>= 'abc' AND < 'abd') on these same indexes.
+        # Both INCLUDE id on PostgreSQL (SQLite's indexes carry the rowid anyway): a search reads its candidates
+        # (id, key) from the indexes alone, without visiting the table for each match.
         Index(
             "ix_subscribers_subscriber_key_pattern",
             "subscriber_key",
             postgresql_ops={"subscriber_key": "text_pattern_ops"},
+            postgresql_include=["id"],
         ),
         # With the key in the index, name matches can be put in key order without reading the table.
         Index(
@@ -32,11 +37,12 @@ class Subscriber(db.Model):
             "display_name_lower",
             "subscriber_key",
             postgresql_ops={"display_name_lower": "text_pattern_ops"},
+            postgresql_include=["id"],
         ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    subscriber_key: Mapped[str] = mapped_column(String(254), unique=True)
+    subscriber_key: Mapped[str] = mapped_column(String(254))
     display_name: Mapped[str | None] = mapped_column(String(200), index=True)
     # Kept by the database for case-insensitive name search, whoever writes the row (ORM, bulk or raw SQL).
     display_name_lower: Mapped[str | None] = mapped_column(String(200), Computed("lower(display_name)", persisted=True))

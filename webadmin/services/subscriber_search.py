@@ -22,6 +22,7 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    union_all,
 )
 
 from webadmin.database import is_sqlite
@@ -224,16 +225,20 @@ def _merged_page_ids(
     The checks stop at the page's last row, even when a one-letter search matches 100k subscribers. On
     SQLite the merged subquery has a LIMIT, so it stays an ordered co-routine, and the query around it has
     no ORDER BY of its own: SQLite 3.40 would otherwise check every candidate, then sort them all.
-    PostgreSQL keeps a subquery's order and is given the ORDER BY.
+    PostgreSQL sorts the candidates and is given the ORDER BY.
     """
     key = Subscriber.subscriber_key
     by_key = select(Subscriber.id, key.label("k")).where(prefix_match(key, q), *bound)
     by_name = select(Subscriber.id, key.label("k")).where(prefix_match(Subscriber.display_name_lower, q), *bound)
-    merged = union(by_key, by_name).order_by(literal_column("k").desc() if backwards else literal_column("k"))
     if is_sqlite():
+        merged = union(by_key, by_name).order_by(literal_column("k").desc() if backwards else literal_column("k"))
         candidates = merged.limit(-1).subquery("candidates")
         return select(candidates.c.id).where(*_checks(filters, joins, None, candidates.c.id))
-    candidates = merged.subquery("candidates")
+    # PostgreSQL: UNION ALL of disjoint halves (name matches whose key does not match too), so the candidates are
+    # not sorted once more to drop duplicates; both halves are index-only scans (the indexes INCLUDE id). 'ja' at
+    # 500k subscribers, 24k matches each way: 95 -> 17 ms.
+    by_name = by_name.where(~prefix_match(key, q))
+    candidates = union_all(by_key, by_name).subquery("candidates")
     checks = _checks(filters, joins, None, candidates.c.id)
     return select(candidates.c.id).where(*checks).order_by(candidates.c.k.desc() if backwards else candidates.c.k)
 
@@ -258,7 +263,9 @@ def search_subscribers(
     joins = _semi_joins(filters)
     source = _smallest_set(joins)
     bound = _cursor_bound(before or after, backwards)
-    if q and source is None:
+    # PostgreSQL always starts a text search from the prefix indexes: given a small group as the source and an
+    # ORDER BY key, it walked the whole key index from 'a' checking the text (370 ms for 'mar' in a group of 10k).
+    if q and (source is None or not is_sqlite()):
         page_ids = _merged_page_ids(filters, q, joins, bound, backwards)
     else:
         page_ids = _page_ids(filters, q, source, joins, bound, key.desc() if backwards else key)
