@@ -11,8 +11,10 @@ HTMX := static/vendor/htmx/htmx.min.js
 run: install assets migrate ## serve the console on http://127.0.0.1:5000 with an in-process worker
 	$(FLASK) serve --host 127.0.0.1 --port 5000
 
+# Two xdist workers (the machine has two cores); the browser tests run last, as one group on one worker.
+PYTEST_WORKERS ?= 2
 test: install assets ## the whole suite (SQLite; PostgreSQL when WEBADMIN_TEST_DATABASE_URL is set)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

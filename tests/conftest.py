@@ -25,14 +25,20 @@ from webadmin.models.user import Role, User
 BACKENDS = ["sqlite", "postgresql"]
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the browser tests last.
+    """Run the browser tests last, and together on one worker when the suite runs under pytest-xdist.
 
     Playwright's sync API leaves its event loop registered as the thread's running loop between calls
     (it sets it again after each one), so any later ``asyncio.run`` in the main thread would refuse to
-    start. Ordering the browser tests at the end keeps every other test independent of that state.
+    start. Ordering the browser tests at the end keeps every other test independent of that state; under
+    ``--dist loadgroup --no-loadscope-reorder`` (the Makefile's) their group is the last unit handed out,
+    so the worker that runs it runs nothing after it. Tryfirst: xdist reads the group marks in this hook.
     """
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    for item in items:
+        if item.get_closest_marker("browser") is not None:
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 def _reset_postgres_schema(url: str) -> None:

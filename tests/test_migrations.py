@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import build_app
-from tests.environment import need, postgres_url
+from tests.environment import need, postgres_url, scratch_name
 from webadmin.config import ROOT, normalize_database_url
 from webadmin.extensions import db, migrate
 
@@ -43,7 +43,7 @@ def test_migrations_match_models_on_postgresql(tmp_path):
     url = postgres_url()
     need(url is not None, "PostgreSQL not configured (set WEBADMIN_TEST_DATABASE_URL)")
     base = make_url(normalize_database_url(url))
-    name = "webadmin_migrations_test"
+    name = scratch_name("webadmin_migrations_test")
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
