@@ -299,3 +299,14 @@ def test_calls_are_ceil_n_over_batch(count: int, batch_size: int | None, sizes: 
     assert sorted((len(c.json["include_subscription_ids"]) for c in calls), reverse=True) == sizes
     assert len(results) == count and all(r.ok for r in results)
     assert len({c.json["idempotency_key"] for c in calls}) == len(calls)
+
+
+def test_the_per_message_id_neither_splits_requests_nor_goes_into_them() -> None:
+    # The engine adds data["messageId"] (each message's own UUID) to every message: a request carrying 3 devices
+    # cannot carry three of them, and grouping by it would send one request per device.
+    messages = [msg(i, data={"screen": "offers", "messageId": f"uuid-{i}"}) for i in range(3)]
+    srv, results = asyncio.run(run_batch(messages))
+    [call] = srv.calls(PATH)
+    assert call.json["include_subscription_ids"] == ["sub-0", "sub-1", "sub-2"]
+    assert call.json["data"] == {"screen": "offers"}
+    assert all(r.ok for r in results)

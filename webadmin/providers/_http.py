@@ -187,9 +187,19 @@ def resolve_refused(results: list[SendResult], label: str) -> None:
         r.error_code, r.channel_error, r.retryable = "UNAUTHENTICATED", True, False
 
 
+#: Data keys the engine sets per message (the message UUID the app reports events with). A request that carries
+#: many recipients cannot carry them, so they neither split such requests nor go into them.
+PER_MESSAGE_DATA = frozenset({"messageId"})
+
+
+def shared_data(message: PushMessage) -> dict[str, str]:
+    """The message's custom data without the per-message keys: what a many-recipient request can carry."""
+    return {str(k): str(v) for k, v in message.data.items() if k not in PER_MESSAGE_DATA}
+
+
 def content_key(message: PushMessage) -> Hashable:
     """Messages with the same key have identical content and can share one provider request."""
-    data = tuple(sorted(message.data.items()))
+    data = tuple(sorted(shared_data(message).items()))
     return (message.campaign_uuid, message.title, message.body, message.open_direct,
             message.image_url, message.ttl, data)
 

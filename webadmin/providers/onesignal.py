@@ -85,7 +85,7 @@ def build_payload(app_id: str, chunk: _http.Chunk) -> dict[str, Any]:
     }
     if m.title:
         payload["headings"] = {"en": m.title}
-    data = {str(k): str(v) for k, v in m.data.items()}
+    data = _http.shared_data(m)
     if m.open_direct:
         data["openDirect"] = m.open_direct
     if data:
