@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from tests.conftest import csrf_token_from
 from tests.factories import everything_stored, make_app
+from tests.providers.apns_fake import make_tls_files
 from tests.providers.fakes import FakeServer, ThreadedFake, free_port_url, reply
 from webadmin.crypto import decrypt_credentials
 from webadmin.extensions import db
@@ -248,6 +249,14 @@ def test_apns_token_and_certificate_credentials_are_checked_and_optional_secrets
         ("android", "onesignal", _onesignal_form(option_endpoint="https://u:p@onesignal.example.com"),
          "option_endpoint", "must not carry a user name"),
         ("android", "onesignal", _onesignal_form(option_batch_size="0"), "option_batch_size", "from 1 to 20,000"),
+        ("android", "onesignal", _onesignal_form(option_concurrency="1001"), "option_concurrency",
+         "from 1 to 1,000"),
+        ("android", "onesignal", _onesignal_form(option_concurrency="many"), "option_concurrency",
+         "Not a valid integer value"),
+        ("ios", "apns", {"name": "APNs", "cred_auth_mode": "token", "option_ca_file": "certs/ca.pem"},
+         "option_ca_file", "Enter an absolute path"),
+        ("android", "onesignal", _onesignal_form(option_ca_file="/nonexistent/webadmin-ca.pem"), "option_ca_file",
+         "There is no file at this path"),
         ("ios", "apns", {"name": "APNs", "cred_auth_mode": "token", "cred_bundle_id": "com.example.nibs",
                          "cred_team_id": "short", "cred_private_key": "-----BEGIN RSA nope"}, "cred_team_id",
          "Ten characters"),
@@ -262,7 +271,8 @@ def test_apns_token_and_certificate_credentials_are_checked_and_optional_secrets
          "cred_auth_base_url", "Enter a full URL"),
     ],
     ids=["fcm-missing", "fcm-not-json", "fcm-incomplete", "fcm-bad-key", "fcm-binary", "onesignal-app-id",
-         "onesignal-no-key", "no-name", "http-endpoint", "endpoint-userinfo", "batch-size", "apns-team-id",
+         "onesignal-no-key", "no-name", "http-endpoint", "endpoint-userinfo", "batch-size", "concurrency-range",
+         "concurrency-number", "ca-file-relative", "ca-file-missing", "apns-team-id",
          "apns-no-p8", "apns-no-cert", "apns-no-bundle", "mc-auth-url"],
 )
 def test_invalid_channels_are_refused_beside_the_field_and_change_nothing(client, login_as, nibs, platform, backend,
@@ -392,6 +402,30 @@ def test_forged_posts_without_a_csrf_token_are_refused(app: Flask, client, login
     token = csrf_token_from(client.get(f"/settings/apps/{nibs.id}").get_data(as_text=True))
     assert client.post(f"{base}/{channel.id}/disable", data={"csrf_token": token}).status_code == 302
     assert not _only_channel().enabled
+
+
+def test_concurrency_and_ca_file_are_options_the_backend_gets(client, login_as, nibs, tmp_path):
+    login_as(Role.ADMIN)
+    tls = make_tls_files(tmp_path)
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("just text\n")
+    page = client.post(_new_url(nibs, "android", "onesignal"),
+                       data=_onesignal_form(option_ca_file=str(not_pem))).get_data(as_text=True)
+    assert "holds no PEM certificate" in page and "just text" not in page
+    assert db.session.scalars(select(Channel)).all() == []
+    form = client.get(_new_url(nibs, "android", "onesignal")).get_data(as_text=True)
+    assert 'name="option_concurrency"' in form and 'name="option_ca_file"' in form
+    response = client.post(_new_url(nibs, "android", "onesignal"),
+                           data=_onesignal_form(option_concurrency="250", option_ca_file=tls.ca_file))
+    assert response.status_code == 302
+    channel = _only_channel()
+    assert channel.options == {"concurrency": 250, "ca_file": tls.ca_file}
+    edit = client.get(f"/settings/apps/{nibs.id}/channels/{channel.id}/edit").get_data(as_text=True)
+    assert 'value="250"' in edit and f'value="{tls.ca_file}"' in edit
+    with worker_runtime(keep=False) as runtime:
+        backend = routes_for_app(nibs.id)["android"].backend(runtime)
+        assert (backend.options.concurrency, backend.options.ca_file) == (250, tls.ca_file)
+        assert backend.options.batch_size == 2_000  # the other options keep the backend's defaults
 
 
 # ---- Test connection against local fakes
