@@ -8,10 +8,12 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from cryptography import x509
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -30,7 +32,7 @@ from webadmin.models.user import Role
 from webadmin.providers.fcm import FcmBackend
 from webadmin.sending.channels import routes_for_app
 from webadmin.sending.runtime import worker_runtime
-from webadmin.services import channels
+from webadmin.services import ServiceError, channels
 from webadmin.services.channels import ChannelInput
 
 API_KEY = "os-key-ZZ-distinctive-9f3a7c1e5b77"  # a OneSignal API key that must never come back out
@@ -535,3 +537,43 @@ def test_channels_without_credentials_and_of_an_unknown_backend(client, login_as
     client.post(f"/settings/apps/{nibs.id}/channels/{gone.id}/test")
     db.session.expire_all()
     assert "not installed" in gone.error
+
+
+# ---- key rotation as docs/security.md describes it
+
+
+def _onesignal_channel(nibs) -> Channel:
+    data = ChannelInput(name="OneSignal", enabled=True, credentials={"app_id": ONESIGNAL_APP_ID, "api_key": API_KEY})
+    return channels.create_channel(nibs, "android", "onesignal", data, actor="test").channel
+
+
+def test_rotation_away_from_the_generated_key_needs_it_copied_into_the_setting(app, runner, nibs):
+    app.config["CREDENTIALS_KEYS"] = None  # no setting: the key is generated into the instance folder
+    channel = _onesignal_channel(nibs)
+    generated = (Path(app.config["INSTANCE_PATH"]) / "credentials_key").read_text().strip()
+    new = Fernet.generate_key().decode()
+    app.config["CREDENTIALS_KEYS"] = new  # the setting replaces the file: without the old key nothing opens
+    with pytest.raises(ServiceError, match="cannot be decrypted"):
+        channels.stored_credentials(channel)
+    app.config["CREDENTIALS_KEYS"] = f"{new},{generated}"
+    result = runner.invoke(args=["channels", "rotate-key"])
+    assert result.exit_code == 0 and "1 channel(s)" in result.output
+    app.config["CREDENTIALS_KEYS"] = new  # the old key removed afterwards
+    db.session.expire_all()
+    assert channels.stored_credentials(_only_channel())["api_key"] == API_KEY
+
+
+def test_rotation_stops_without_changing_anything_when_a_row_cannot_be_opened(app, runner, nibs):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app.config["CREDENTIALS_KEYS"] = old
+    channel = _onesignal_channel(nibs)
+    before = channel.credentials_encrypted
+    stranger = Fernet(Fernet.generate_key()).encrypt(b"{}").decode()  # encrypted under a key nobody configured
+    db.session.add(Channel(app_id=nibs.id, platform="ios", backend="apns", name="lost", enabled=False,
+                           credentials_encrypted=stranger))
+    db.session.commit()
+    app.config["CREDENTIALS_KEYS"] = f"{new},{old}"
+    result = runner.invoke(args=["channels", "rotate-key"])
+    assert result.exit_code != 0
+    db.session.expire_all()
+    assert db.session.get(Channel, channel.id).credentials_encrypted == before  # not re-encrypted either
