@@ -8,10 +8,12 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from cryptography import x509
+from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -20,6 +22,7 @@ from sqlalchemy import select
 
 from tests.conftest import csrf_token_from
 from tests.factories import everything_stored, make_app
+from tests.providers.apns_fake import make_tls_files
 from tests.providers.fakes import FakeServer, ThreadedFake, free_port_url, reply
 from webadmin.crypto import decrypt_credentials
 from webadmin.extensions import db
@@ -29,7 +32,7 @@ from webadmin.models.user import Role
 from webadmin.providers.fcm import FcmBackend
 from webadmin.sending.channels import routes_for_app
 from webadmin.sending.runtime import worker_runtime
-from webadmin.services import channels
+from webadmin.services import ServiceError, channels
 from webadmin.services.channels import ChannelInput
 
 API_KEY = "os-key-ZZ-distinctive-9f3a7c1e5b77"  # a OneSignal API key that must never come back out
@@ -248,6 +251,14 @@ def test_apns_token_and_certificate_credentials_are_checked_and_optional_secrets
         ("android", "onesignal", _onesignal_form(option_endpoint="https://u:p@onesignal.example.com"),
          "option_endpoint", "must not carry a user name"),
         ("android", "onesignal", _onesignal_form(option_batch_size="0"), "option_batch_size", "from 1 to 20,000"),
+        ("android", "onesignal", _onesignal_form(option_concurrency="1001"), "option_concurrency",
+         "from 1 to 1,000"),
+        ("android", "onesignal", _onesignal_form(option_concurrency="many"), "option_concurrency",
+         "Not a valid integer value"),
+        ("ios", "apns", {"name": "APNs", "cred_auth_mode": "token", "option_ca_file": "certs/ca.pem"},
+         "option_ca_file", "Enter an absolute path"),
+        ("android", "onesignal", _onesignal_form(option_ca_file="/nonexistent/webadmin-ca.pem"), "option_ca_file",
+         "There is no file at this path"),
         ("ios", "apns", {"name": "APNs", "cred_auth_mode": "token", "cred_bundle_id": "com.example.nibs",
                          "cred_team_id": "short", "cred_private_key": "-----BEGIN RSA nope"}, "cred_team_id",
          "Ten characters"),
@@ -262,7 +273,8 @@ def test_apns_token_and_certificate_credentials_are_checked_and_optional_secrets
          "cred_auth_base_url", "Enter a full URL"),
     ],
     ids=["fcm-missing", "fcm-not-json", "fcm-incomplete", "fcm-bad-key", "fcm-binary", "onesignal-app-id",
-         "onesignal-no-key", "no-name", "http-endpoint", "endpoint-userinfo", "batch-size", "apns-team-id",
+         "onesignal-no-key", "no-name", "http-endpoint", "endpoint-userinfo", "batch-size", "concurrency-range",
+         "concurrency-number", "ca-file-relative", "ca-file-missing", "apns-team-id",
          "apns-no-p8", "apns-no-cert", "apns-no-bundle", "mc-auth-url"],
 )
 def test_invalid_channels_are_refused_beside_the_field_and_change_nothing(client, login_as, nibs, platform, backend,
@@ -394,6 +406,30 @@ def test_forged_posts_without_a_csrf_token_are_refused(app: Flask, client, login
     assert not _only_channel().enabled
 
 
+def test_concurrency_and_ca_file_are_options_the_backend_gets(client, login_as, nibs, tmp_path):
+    login_as(Role.ADMIN)
+    tls = make_tls_files(tmp_path)
+    not_pem = tmp_path / "notes.txt"
+    not_pem.write_text("just text\n")
+    page = client.post(_new_url(nibs, "android", "onesignal"),
+                       data=_onesignal_form(option_ca_file=str(not_pem))).get_data(as_text=True)
+    assert "holds no PEM certificate" in page and "just text" not in page
+    assert db.session.scalars(select(Channel)).all() == []
+    form = client.get(_new_url(nibs, "android", "onesignal")).get_data(as_text=True)
+    assert 'name="option_concurrency"' in form and 'name="option_ca_file"' in form
+    response = client.post(_new_url(nibs, "android", "onesignal"),
+                           data=_onesignal_form(option_concurrency="250", option_ca_file=tls.ca_file))
+    assert response.status_code == 302
+    channel = _only_channel()
+    assert channel.options == {"concurrency": 250, "ca_file": tls.ca_file}
+    edit = client.get(f"/settings/apps/{nibs.id}/channels/{channel.id}/edit").get_data(as_text=True)
+    assert 'value="250"' in edit and f'value="{tls.ca_file}"' in edit
+    with worker_runtime(keep=False) as runtime:
+        backend = routes_for_app(nibs.id)["android"].backend(runtime)
+        assert (backend.options.concurrency, backend.options.ca_file) == (250, tls.ca_file)
+        assert backend.options.batch_size == 2_000  # the other options keep the backend's defaults
+
+
 # ---- Test connection against local fakes
 
 
@@ -501,3 +537,43 @@ def test_channels_without_credentials_and_of_an_unknown_backend(client, login_as
     client.post(f"/settings/apps/{nibs.id}/channels/{gone.id}/test")
     db.session.expire_all()
     assert "not installed" in gone.error
+
+
+# ---- key rotation as docs/security.md describes it
+
+
+def _onesignal_channel(nibs) -> Channel:
+    data = ChannelInput(name="OneSignal", enabled=True, credentials={"app_id": ONESIGNAL_APP_ID, "api_key": API_KEY})
+    return channels.create_channel(nibs, "android", "onesignal", data, actor="test").channel
+
+
+def test_rotation_away_from_the_generated_key_needs_it_copied_into_the_setting(app, runner, nibs):
+    app.config["CREDENTIALS_KEYS"] = None  # no setting: the key is generated into the instance folder
+    channel = _onesignal_channel(nibs)
+    generated = (Path(app.config["INSTANCE_PATH"]) / "credentials_key").read_text().strip()
+    new = Fernet.generate_key().decode()
+    app.config["CREDENTIALS_KEYS"] = new  # the setting replaces the file: without the old key nothing opens
+    with pytest.raises(ServiceError, match="cannot be decrypted"):
+        channels.stored_credentials(channel)
+    app.config["CREDENTIALS_KEYS"] = f"{new},{generated}"
+    result = runner.invoke(args=["channels", "rotate-key"])
+    assert result.exit_code == 0 and "1 channel(s)" in result.output
+    app.config["CREDENTIALS_KEYS"] = new  # the old key removed afterwards
+    db.session.expire_all()
+    assert channels.stored_credentials(_only_channel())["api_key"] == API_KEY
+
+
+def test_rotation_stops_without_changing_anything_when_a_row_cannot_be_opened(app, runner, nibs):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    app.config["CREDENTIALS_KEYS"] = old
+    channel = _onesignal_channel(nibs)
+    before = channel.credentials_encrypted
+    stranger = Fernet(Fernet.generate_key()).encrypt(b"{}").decode()  # encrypted under a key nobody configured
+    db.session.add(Channel(app_id=nibs.id, platform="ios", backend="apns", name="lost", enabled=False,
+                           credentials_encrypted=stranger))
+    db.session.commit()
+    app.config["CREDENTIALS_KEYS"] = f"{new},{old}"
+    result = runner.invoke(args=["channels", "rotate-key"])
+    assert result.exit_code != 0
+    db.session.expire_all()
+    assert db.session.get(Channel, channel.id).credentials_encrypted == before  # not re-encrypted either

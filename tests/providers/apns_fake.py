@@ -403,7 +403,8 @@ class _ServerProtocol(asyncio.Protocol):
 
 
 def serve_in_process(tls: TlsFiles, pipe: Any, public_key_pem: bytes | None) -> None:
-    """Child-process entry for benchmarks: serve, send the port, answer 'stats' with (handled, cpu s)."""
+    """Child-process entry for benchmarks: serve, send the port, answer 'stats' with (handled, connections, cpu s)
+    and 'jwts' with the number of distinct JWTs seen."""
     public_key = serialization.load_pem_public_key(public_key_pem) if public_key_pem else None
     asyncio.run(_serve_commands(tls, pipe, public_key))
 
@@ -416,6 +417,8 @@ async def _serve_commands(tls: TlsFiles, pipe: Any, public_key: Any) -> None:
         command = await loop.run_in_executor(None, pipe.recv)
         if command == "stats":
             pipe.send((fake.handled, fake.connections, time.process_time()))
+        elif command == "jwts":  # distinct provider tokens verified so far (bench/provider_calls.py)
+            pipe.send(len(fake.jwts))
         else:
             break
     await fake.close()

@@ -473,3 +473,94 @@ def test_no_credentials_in_repr_and_fields(signing: tuple[str, Any]) -> None:
     assert ApnsBackend.type_name == "apns" and ApnsBackend.platforms == ("ios",)
     assert backend.base_url == apns.SANDBOX_URL
     assert ApnsBackend({"environment": "production"}).base_url == apns.PRODUCTION_URL
+
+
+def test_403_after_some_successes_returns_the_successes(tls: TlsFiles, signing: tuple[str, Any]) -> None:
+    key_pem, public_key = signing
+    messages = [push(i) for i in range(20)]
+    answered = {"n": 0}
+
+    def nine_then_refused(seen: Any) -> Reply:
+        answered["n"] += 1
+        return Reply() if answered["n"] <= 9 else Reply(403, "InvalidProviderToken")
+
+    async def scenario(fake: FakeApns, backend: ApnsBackend) -> tuple[dict[int, SendResult], FakeApns]:
+        fake.default = nine_then_refused
+        return by_id(await backend.send_batch(messages), messages), fake
+
+    results, fake = run(tls, token_creds(key_pem), scenario, public_key=public_key, concurrency=1)
+    ok = [r for r in results.values() if r.ok]
+    refused = [r for r in results.values() if not r.ok]
+    assert len(ok) == 9 and len(fake.requests) == 10  # nothing sent after the refusal
+    assert len(refused) == 11
+    assert all(r.channel_error and not r.token_invalid and not r.retryable for r in refused)
+    assert {r.error_code for r in refused} == {"InvalidProviderToken", "NotSent"}
+    assert all("InvalidProviderToken" in (r.error or "") for r in refused)
+
+
+# Certificate auth answers with the same reasons as token auth; each class is checked over a client-certificate
+# connection, since that is the mode the seeds use ("App ID + SSL certificate").
+CERT_CASES = [
+    (Reply(410, "Unregistered"), {"token_invalid": True}),
+    (Reply(400, "BadDeviceToken"), {"token_invalid": True}),
+    (Reply(400, "DeviceTokenNotForTopic"), {"token_invalid": True}),
+    (Reply(429, "TooManyRequests", headers={"retry-after": "7"}), {"retryable": True, "retry_after": 7.0}),
+    (Reply(500, "InternalServerError"), {"retryable": True}),
+    (Reply(503, "ServiceUnavailable", headers={"retry-after": "3"}), {"retryable": True, "retry_after": 3.0}),
+    (Reply(403, "BadCertificateEnvironment"), {"channel_error": True}),
+    (Reply(400, "BadTopic"), {"channel_error": True}),
+    (Reply(400, "TopicDisallowed"), {"channel_error": True}),
+    (Reply(400, "MissingTopic"), {"channel_error": True}),
+    (Reply(400, "IdleTimeout"), {"retryable": True}),
+    (Reply(404, "BadPath"), {"payload_error": True}),
+    (Reply(405, "MethodNotAllowed"), {"payload_error": True}),
+]
+FLAGS = ("token_invalid", "retryable", "channel_error", "payload_error")
+
+
+def _assert_class(result: SendResult, reply: Reply, flags: dict[str, Any]) -> None:
+    assert not result.ok and result.error_code == reply.reason
+    for name in FLAGS:
+        assert getattr(result, name) == flags.get(name, False), name
+    assert result.retry_after == flags.get("retry_after")
+
+
+@pytest.mark.parametrize(("reply", "flags"), CERT_CASES, ids=[f"{r.status}-{r.reason}" for r, _ in CERT_CASES])
+def test_certificate_mode_error_classes(tls: TlsFiles, reply: Reply, flags: dict[str, Any]) -> None:
+    messages = [push(1), push(2)]
+
+    async def scenario(fake: FakeApns, backend: ApnsBackend) -> tuple[dict[int, SendResult], FakeApns]:
+        fake.script("tok1", reply)
+        return by_id(await backend.send_batch(messages), messages), fake
+
+    results, fake = run(tls, cert_creds(tls.client_cert, tls.client_key), scenario, require_client_cert=True)
+    _assert_class(results[1], reply, flags)
+    assert results[2].ok  # the other push of the batch is unaffected
+    assert all("authorization" not in s.headers for s in fake.requests)
+    assert {s.client_subject for s in fake.requests} == {"Apple Push Services: com.example.app"}
+
+
+def test_certificate_mode_403_on_every_push_raises(tls: TlsFiles) -> None:
+    async def scenario(fake: FakeApns, backend: ApnsBackend) -> list[SendResult]:
+        fake.default = lambda seen: Reply(403, "BadCertificate")
+        return await backend.send_batch([push(1), push(2)])
+
+    with pytest.raises(ChannelAuthError, match="BadCertificate"):
+        run(tls, cert_creds(tls.client_cert, tls.client_key), scenario, require_client_cert=True)
+
+
+@pytest.mark.parametrize(("reply", "flags"), [c for c in CERT_CASES if c[0].reason in (
+    "BadTopic", "TopicDisallowed", "MissingTopic", "IdleTimeout", "BadPath", "MethodNotAllowed")],
+    ids=["BadTopic", "TopicDisallowed", "MissingTopic", "IdleTimeout", "404", "405"])
+def test_token_mode_topic_idle_and_path_reasons(
+    tls: TlsFiles, signing: tuple[str, Any], reply: Reply, flags: dict[str, Any]
+) -> None:
+    key_pem, public_key = signing
+
+    async def scenario(fake: FakeApns, backend: ApnsBackend) -> list[SendResult]:
+        fake.script("tok1", reply)
+        return await backend.send_batch([push(1), push(2)])
+
+    results = {r.message_id: r for r in run(tls, token_creds(key_pem), scenario, public_key=public_key)}
+    _assert_class(results[1], reply, flags)
+    assert results[2].ok

@@ -15,6 +15,7 @@ import aiohttp
 import jwt
 import pytest
 
+from webadmin.providers import fcm as fcm_module
 from webadmin.providers.base import (
     ChannelAuthError,
     ProviderOptions,
@@ -34,6 +35,7 @@ from .fakes import (
     free_port_url,
     html_page,
     reply,
+    reset,
     sleep,
     truncated_json,
 )
@@ -480,3 +482,93 @@ def test_connection_check_reports_token_failure(service_account: dict[str, Any])
 
     check = asyncio.run(scenario())
     assert not check.ok and "token" in check.message.lower()
+
+
+def _token(access_token: str, expires_in: int) -> Responder:
+    """One OAuth2 token answer."""
+    return reply({"access_token": access_token, "expires_in": expires_in, "token_type": "Bearer"})
+
+
+def _batches(fcm: Fcm, count: int, *token_answers: Responder) -> FakeFcm:
+    """Send `count` one-message batches through one backend whose token endpoint answers token_answers in turn."""
+
+    async def body(srv: FakeFcm, backend: FcmBackend) -> FakeFcm:
+        srv.route("POST", TOKEN, *token_answers)
+        for i in range(count):
+            assert (await backend.send_batch([msg(i)]))[0].ok
+        return srv
+
+    return fcm.scenario(body)
+
+
+def test_token_is_renewed_renew_early_seconds_before_it_expires(fcm: Fcm) -> None:
+    # A token with RENEW_EARLY seconds left is renewed although it has not expired yet; one with a minute more is
+    # kept. (No clock is faked: google-auth's expiry and our deadline are both computed from expires_in.)
+    srv = _batches(fcm, 3, _token("short", int(fcm_module.RENEW_EARLY)), _token("long", 3600))
+    assert len(srv.calls(TOKEN)) == 2
+    assert [r.headers["Authorization"] for r in srv.calls(SEND)] == ["Bearer short", "Bearer long", "Bearer long"]
+    srv = _batches(fcm, 3, _token("roomy", int(fcm_module.RENEW_EARLY) + 60))
+    assert len(srv.calls(TOKEN)) == 1
+    assert {r.headers["Authorization"] for r in srv.calls(SEND)} == {"Bearer roomy"}
+
+
+@pytest.mark.parametrize(("delay", "expected"), [("30s", 30.0), ("1.5s", 1.5)])
+def test_retry_delay_from_google_rpc_retry_info(fcm: Fcm, delay: str, expected: float) -> None:
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+    quota = {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "QUOTA_EXCEEDED"}
+    limited = fcm_error(429, "RESOURCE_EXHAUSTED", "quota exceeded", [quota, retry_info])  # no Retry-After header
+    _, results = fcm.run([msg(1, "limited"), msg(2)], by_token({"limited": limited}))
+    res = by_id(results)
+    assert res[2].ok
+    assert res[1].retryable and res[1].error_code == "QUOTA_EXCEEDED" and res[1].retry_after == expected
+
+
+def test_404_without_unregistered_is_a_channel_error_not_a_dead_token(fcm: Fcm) -> None:
+    missing = fcm_error(404, "NOT_FOUND", "Requested entity was not found.")  # no FcmError detail
+    _, results = fcm.run([msg(1, "x"), msg(2)], by_token({"x": missing}))
+    res = by_id(results)
+    assert res[2].ok
+    bad = res[1]
+    assert bad.error_code == "NOT_FOUND" and bad.channel_error
+    assert not bad.token_invalid and not bad.payload_error and not bad.retryable
+
+
+def test_refused_token_renewal_after_successes_keeps_the_successes(fcm: Fcm) -> None:
+    unauth = fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+    refused = reply({"error": "invalid_grant", "error_description": "account deleted"}, status=400)
+
+    async def body(srv: FakeFcm, backend: FcmBackend) -> list[SendResult]:
+        srv.route("POST", TOKEN, _token("first", 3600), refused)
+        srv.route("POST", SEND, by_token({"stale": unauth}))
+        return await backend.send_batch([msg(1), msg(2, "stale"), msg(3)])
+
+    res = by_id(fcm.scenario(body))
+    assert res[1].ok and res[3].ok  # delivered: raising would have made the engine send them again
+    assert res[2].channel_error and res[2].error_code == "UNAUTHENTICATED" and not res[2].retryable
+    assert "invalid_grant" in (res[2].error or "")
+
+
+def test_unreachable_token_renewal_after_successes_is_retryable(fcm: Fcm) -> None:
+    unauth = fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+
+    async def body(srv: FakeFcm, backend: FcmBackend) -> list[SendResult]:
+        srv.route("POST", TOKEN, _token("first", 3600), reset())
+        srv.route("POST", SEND, by_token({"stale": unauth}))
+        return await backend.send_batch([msg(1), msg(2, "stale")])
+
+    res = by_id(fcm.scenario(body))
+    assert res[1].ok
+    assert res[2].retryable and res[2].error_code == "UNAVAILABLE" and not res[2].channel_error
+
+
+def test_refused_token_renewal_without_successes_raises(fcm: Fcm) -> None:
+    unauth = fcm_error(401, "UNAUTHENTICATED", "invalid credentials")
+    refused = reply({"error": "invalid_grant", "error_description": "account deleted"}, status=400)
+
+    async def body(srv: FakeFcm, backend: FcmBackend) -> None:
+        srv.route("POST", TOKEN, _token("first", 3600), refused)
+        srv.route("POST", SEND, unauth)
+        await backend.send_batch([msg(1), msg(2)])
+
+    with pytest.raises(ChannelAuthError, match="invalid_grant"):
+        fcm.scenario(body)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from webadmin.providers import marketing_cloud
 from webadmin.providers.base import (
     ChannelAuthError,
     ProviderOptions,
@@ -16,7 +17,7 @@ from webadmin.providers.base import (
     PushMessage,
     SendResult,
 )
-from webadmin.providers.marketing_cloud import MarketingCloudBackend
+from webadmin.providers.marketing_cloud import ContactLedger, MarketingCloudBackend
 
 from .fakes import (
     FakeServer,
@@ -149,10 +150,10 @@ def test_token_cache_is_shared_between_instances() -> None:
         async with FakeServer() as srv:
             srv.route("POST", V2, v2_token())
             srv.route("POST", CONTACT, accepted)
-            for _ in range(2):
+            for i in range(2):
                 backend = MarketingCloudBackend(CREDS, ProviderOptions(auth_endpoint=srv.url))
                 try:
-                    await backend.send_batch([msg(1)])
+                    await backend.send_batch([msg(i)])
                 finally:
                     await backend.close()
             return srv
@@ -252,7 +253,9 @@ def test_malformed_answers_are_retryable(responder: Responder) -> None:
 def test_message_without_subscriber_key() -> None:
     srv, results = asyncio.run(run_batch([msg(1, key=""), msg(2)]))
     res = by_id(results)
-    assert res[1].payload_error and res[1].error_code == "NO_SUBSCRIBER_KEY"
+    # a final failure, but not a payload error: anonymous devices must not make the engine pause the campaign
+    assert res[1].error_code == "NO_SUBSCRIBER_KEY" and not res[1].ok
+    assert not (res[1].payload_error or res[1].retryable or res[1].token_invalid or res[1].channel_error)
     assert res[2].ok and srv.calls(CONTACT)[0].json["subscriberKeys"] == ["k2"]
 
 
@@ -287,3 +290,211 @@ def test_connection_check() -> None:
     check = asyncio.run(scenario(reply({"message": "Message not found"}, status=404)))
     assert not check.ok and "not found" in check.message
     assert "mc-secret" not in repr(MarketingCloudBackend(CREDS))
+
+
+# ---- legacy v1/requestToken authentication (the seed's)
+
+LEGACY_CREDS = CREDS | {"auth_mode": "legacy"}
+
+
+def legacy_tokens(*names: str, expires_in: int = 3600) -> list[Responder]:
+    """v1/requestToken answers handing out the given tokens in turn."""
+    return [reply({"accessToken": name, "expiresIn": expires_in}) for name in names]
+
+
+async def legacy_batches(token_answers: list[Responder], batches: list[list[PushMessage]], *send: Responder,
+                         creds: list[dict[str, Any]] | None = None) -> tuple[FakeServer, list[list[SendResult]]]:
+    """Send each batch through its own legacy-auth backend (creds[i], default LEGACY_CREDS) against one fake."""
+    async with FakeServer() as srv:
+        srv.route("POST", LEGACY, *token_answers)
+        srv.route("POST", CONTACT, *(send or (accepted,)))
+        out = []
+        for i, batch in enumerate(batches):
+            backend = MarketingCloudBackend((creds or [])[i] if creds else LEGACY_CREDS,
+                                            ProviderOptions(auth_endpoint=srv.url, endpoint=srv.url, timeout=2.0))
+            try:
+                out.append(await backend.send_batch(batch))
+            finally:
+                await backend.close()
+        return srv, out
+
+
+@pytest.mark.parametrize("refusal", [reply({"message": "Not Authorized"}, status=401),
+                                     reply({"message": "Not Authorized"}, status=200)], ids=["401", "seed-body"])
+def test_legacy_refusal_renews_the_token_once(refusal: Responder) -> None:
+    srv, [results] = asyncio.run(legacy_batches(legacy_tokens("old", "new"), [[msg(1)]], refusal, accepted))
+    assert results[0].ok
+    assert [c.json for c in srv.calls(LEGACY)] == [{"clientId": "cid-1", "clientSecret": "mc-secret"}] * 2
+    assert [c.headers["Authorization"] for c in srv.calls(CONTACT)] == ["Bearer old", "Bearer new"]
+
+
+def test_legacy_token_is_cached_per_client_id() -> None:
+    other = LEGACY_CREDS | {"client_id": "cid-2"}
+    srv, results = asyncio.run(legacy_batches(legacy_tokens("one", "two"), [[msg(1)], [msg(2)], [msg(3)]],
+                                              creds=[LEGACY_CREDS, LEGACY_CREDS, other]))
+    assert all(r.ok for batch in results for r in batch)
+    assert [c.json["clientId"] for c in srv.calls(LEGACY)] == ["cid-1", "cid-2"]  # cid-1's token was reused
+    assert [c.headers["Authorization"] for c in srv.calls(CONTACT)] == ["Bearer one", "Bearer one", "Bearer two"]
+
+
+def test_legacy_token_is_renewed_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = {"now": 1_000.0}
+    monkeypatch.setattr(marketing_cloud, "_clock", lambda: clock["now"])
+
+    async def scenario() -> FakeServer:
+        async with FakeServer() as srv:
+            srv.route("POST", LEGACY, *legacy_tokens("first", "second"))
+            srv.route("POST", CONTACT, accepted)
+            backend = MarketingCloudBackend(LEGACY_CREDS, ProviderOptions(auth_endpoint=srv.url, endpoint=srv.url))
+            try:
+                for at in (1_000.0, 1_000.0 + 3_299, 1_000.0 + 3_300, 1_000.0 + 3_301):
+                    clock["now"] = at  # expiresIn 3600: renewed 300 s before it runs out
+                    assert (await backend.send_batch([msg(int(at))]))[0].ok
+            finally:
+                await backend.close()
+            return srv
+
+    srv = asyncio.run(scenario())
+    assert len(srv.calls(LEGACY)) == 2
+    assert [c.headers["Authorization"] for c in srv.calls(CONTACT)] == \
+        ["Bearer first", "Bearer first", "Bearer second", "Bearer second"]
+
+
+@pytest.mark.parametrize("answer", [reply({"expiresIn": 3600}), reply({"access_token": "v2-shaped"}),
+                                    html_page(200)], ids=["no-token", "v2-field", "html"])
+def test_legacy_token_answer_without_access_token_is_malformed(answer: Responder) -> None:
+    with pytest.raises(ProviderUnavailable, match="malformed token answer"):
+        asyncio.run(legacy_batches([answer], [[msg(1)]]))
+
+
+def test_legacy_refused_secret_raises_channel_auth_error() -> None:
+    refused = reply({"message": "Unauthorized", "errorcode": 1, "documentation": ""}, status=401)
+    with pytest.raises(ChannelAuthError, match="refused the client id/secret"):
+        asyncio.run(legacy_batches([refused], [[msg(1)]]))
+
+
+def test_accepted_chunk_survives_a_refused_renewal() -> None:
+    stale = reply({"message": "Not Authorized"}, status=401)
+    refused = reply({"message": "Unauthorized"}, status=401)
+
+    async def scenario() -> tuple[FakeServer, list[SendResult]]:
+        async with FakeServer() as srv:
+            srv.route("POST", LEGACY, *legacy_tokens("old"), refused)
+            srv.route("POST", CONTACT, by_first_key({"k2": stale}))
+            options = ProviderOptions(auth_endpoint=srv.url, endpoint=srv.url, batch_size=2, timeout=2.0)
+            backend = MarketingCloudBackend(LEGACY_CREDS, options)
+            try:
+                return srv, await backend.send_batch([msg(i) for i in range(4)])
+            finally:
+                await backend.close()
+
+    srv, results = asyncio.run(scenario())
+    res = by_id(results)
+    assert res[0].ok and res[1].ok  # delivered by the first chunk: not to be sent again
+    assert all(res[i].channel_error and res[i].error_code == "UNAUTHENTICATED" for i in (2, 3))
+    assert len(srv.calls(LEGACY)) == 2 and len(srv.calls(CONTACT)) == 2
+
+
+# ---- one send per subscriber key and campaign (messageContact reaches every device of a contact)
+
+ANDROID_CREDS = CREDS
+IOS_CREDS = CREDS | {}  # the iOS channel of the same MobilePush app: same client id and message
+
+
+async def channels(*batches: tuple[dict[str, Any], list[PushMessage]], concurrent: bool = False,
+                   send: Responder = accepted) -> tuple[FakeServer, list[list[SendResult]]]:
+    """Send batches through one backend per batch (like the engine's per-platform routes), in turn or at once."""
+    async with FakeServer() as srv:
+        srv.route("POST", V2, v2_token())
+        srv.route("POST", CONTACT, send)
+        backends = [MarketingCloudBackend(creds, ProviderOptions(auth_endpoint=srv.url, timeout=2.0))
+                    for creds, _ in batches]
+        try:
+            if concurrent:
+                out = list(await asyncio.gather(*(b.send_batch(m) for b, (_, m) in zip(backends, batches,
+                                                                                      strict=True))))
+            else:
+                out = [await b.send_batch(m) for b, (_, m) in zip(backends, batches, strict=True)]
+        finally:
+            for backend in backends:
+                await backend.close()
+        return srv, out
+
+
+def sent_keys(srv: FakeServer) -> list[str]:
+    """Every subscriber key the fake received, in order."""
+    return [k for c in srv.calls(CONTACT) for k in c.json["subscriberKeys"]]
+
+
+def test_a_key_is_sent_once_per_campaign_across_platform_channels_and_batches() -> None:
+    android = [msg(1, "anna"), msg(2, "ben")]
+    ios = [msg(3, "anna"), msg(4, "cleo")]  # anna's iPhone: her Android send already reached it
+    later = [msg(5, "ben")]  # ben's second device in a later batch
+    srv, (first, second, third) = asyncio.run(channels((ANDROID_CREDS, android), (IOS_CREDS, ios),
+                                                       (ANDROID_CREDS, later)))
+    assert sent_keys(srv) == ["anna", "ben", "cleo"]
+    assert all(r.ok for r in first + second + third)
+    ids = {r.message_id: r.provider_message_id for r in first + second + third}
+    assert ids[3] == ids[1] and ids[5] == ids[2]  # recorded as sent by the request that reached them
+
+
+def test_the_same_key_in_another_campaign_or_message_definition_is_sent() -> None:
+    other_app = CREDS | {"message_id": "T3RoZXI6MTox"}
+    other_path = "/push/v1/messageContact/T3RoZXI6MTox/send"
+
+    async def scenario() -> FakeServer:
+        async with FakeServer() as srv:
+            srv.route("POST", V2, v2_token())
+            srv.route("POST", CONTACT, accepted)
+            srv.route("POST", other_path, accepted)
+            for creds, message in ((CREDS, msg(1, "anna")), (CREDS, msg(2, "anna", campaign="camp-2")),
+                                   (other_app, msg(3, "anna"))):
+                backend = MarketingCloudBackend(creds, ProviderOptions(auth_endpoint=srv.url))
+                try:
+                    assert (await backend.send_batch([message]))[0].ok
+                finally:
+                    await backend.close()
+            return srv
+
+    srv = asyncio.run(scenario())
+    assert len(srv.calls(CONTACT)) == 2 and len(srv.calls(other_path)) == 1
+
+
+def test_a_key_in_flight_on_the_other_channel_waits_for_it() -> None:
+    android, ios = [msg(1, "anna"), msg(2, "ben")], [msg(3, "anna")]
+    srv, (first, second) = asyncio.run(channels((ANDROID_CREDS, android), (IOS_CREDS, ios), concurrent=True,
+                                                send=sleep(0.2, accepted)))
+    assert sent_keys(srv) == ["anna", "ben"]
+    assert all(r.ok for r in first)
+    [waiting] = second
+    assert waiting.retryable and waiting.error_code == "CONTACT_IN_FLIGHT" and waiting.retry_after == 2.0
+    _, [[retried]] = asyncio.run(channels((IOS_CREDS, [msg(3, "anna")])))  # the engine's retry, later
+    assert retried.ok and retried.provider_message_id == first[0].provider_message_id
+
+
+def test_a_failed_send_is_not_remembered() -> None:
+    busy = reply({"message": "busy"}, status=503)
+    srv, [[failed]] = asyncio.run(channels((CREDS, [msg(1, "anna")]), send=busy))
+    assert failed.retryable
+    marketing_cloud.clear_token_cache()  # the next fake listens elsewhere (the token names its REST URL)
+    srv, [[again]] = asyncio.run(channels((CREDS, [msg(2, "anna")])))
+    assert again.ok and sent_keys(srv) == ["anna"]  # sent again: the first attempt reached nobody
+
+
+def test_the_ledger_forgets_the_oldest_notifications_beyond_its_bound() -> None:
+    ledger = ContactLedger(max_keys=3)
+    ledger.settle("old", [], {"a": "t1", "b": "t1"})
+    ledger.settle("new", [], {"c": "t2", "d": "t2"})
+    assert ledger.claim("old", ["a", "b"]) == ({"b": "t1"}, set(), ["a"])  # the oldest key is forgotten
+    assert ledger.claim("new", ["c", "d"]) == ({"c": "t2", "d": "t2"}, set(), [])
+    ledger.settle("old", ["a"], {})
+    ledger.settle("one", [], {str(i): "t" for i in range(5)})  # one notification larger than the bound
+    done, _, mine = ledger.claim("one", [str(i) for i in range(5)])
+    assert sorted(done) == ["2", "3", "4"] and mine == ["0", "1"]
+
+
+def test_the_per_message_id_does_not_split_requests() -> None:
+    messages = [msg(i, data={"messageId": f"uuid-{i}"}) for i in range(3)]
+    srv, results = asyncio.run(run_batch(messages))
+    assert [c.json["subscriberKeys"] for c in srv.calls(CONTACT)] == [["k0", "k1", "k2"]]
+    assert all(r.ok for r in results)

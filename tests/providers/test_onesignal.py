@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from webadmin.providers import create_backend, default_options
 from webadmin.providers.base import (
     ChannelAuthError,
     ProviderOptions,
@@ -34,7 +35,10 @@ PATH = "/notifications"
 CREDS = {"app_id": "app-123", "api_key": "os-secret-key"}
 
 
-def msg(i: int, token: str | None = None, campaign: str = "camp-1", **kw: Any) -> PushMessage:
+CAMPAIGN = "5f0c1d7e-3b2a-4c59-9e61-2d7f8a0b4c13"
+
+
+def msg(i: int, token: str | None = None, campaign: str = CAMPAIGN, **kw: Any) -> PushMessage:
     """A OneSignal push message (token = subscription id)."""
     return PushMessage(message_id=i, uuid=str(uuid.uuid4()), token=token or f"sub-{i}", platform="android",
                        body=kw.pop("body", "Hello"), campaign_uuid=campaign, **kw)
@@ -82,16 +86,23 @@ def test_success_chunks_and_payload() -> None:
     assert first.query == {"c": "push"}
     assert first.headers["Authorization"] == "Key os-secret-key"
     assert first.headers["Content-Type"].startswith("application/json")
-    body = first.json
-    assert body["app_id"] == "app-123" and body["target_channel"] == "push"
-    assert body["contents"] == {"en": "Hello"} and body["headings"] == {"en": "Title"}
-    assert body["data"] == {"k": "v", "openDirect": "https://shop/offer"}
-    assert body["url"] == "https://shop/offer" and "app_url" not in body
-    assert body["big_picture"] == "https://img/p.png"
-    assert body["ios_attachments"] == {"image": "https://img/p.png"}
-    assert body["ttl"] == 600
-    carried = [m for m in messages if m.token in body["include_subscription_ids"]]
-    assert body["idempotency_key"] == idempotency_key(carried)
+    carried = [m for m in messages if m.token in first.json["include_subscription_ids"]]
+    assert first.json == {
+        "app_id": "app-123",
+        "target_channel": "push",
+        "include_subscription_ids": [m.token for m in carried],
+        "contents": {"en": "Hello"},
+        "headings": {"en": "Title"},
+        "idempotency_key": idempotency_key(carried),
+        "collapse_id": CAMPAIGN,
+        "web_push_topic": CAMPAIGN.replace("-", ""),
+        "data": {"k": "v", "openDirect": "https://shop/offer"},
+        "ttl": 600,
+        "url": "https://shop/offer",
+        "big_picture": "https://img/p.png",
+        "ios_attachments": {"image": "https://img/p.png"},
+        "chrome_web_image": "https://img/p.png",
+    }
     assert {r.provider_message_id for r in results} <= {"notif-1", "notif-2"}
 
 
@@ -113,10 +124,42 @@ def test_idempotency_key_is_deterministic() -> None:
     a, b = msg(1), msg(2)
     assert idempotency_key([a, b]) == idempotency_key([b, a])
     assert idempotency_key([a]) != idempotency_key([a, b])
-    assert str(uuid.UUID(idempotency_key([a])))  # a valid UUID, as OneSignal requires
+    assert uuid.UUID(idempotency_key([a])).version == 4  # a UUID of the version OneSignal's docs ask for
+    other_campaign = PushMessage(**{**_fields(a), "campaign_uuid": "another"})
+    assert idempotency_key([other_campaign]) != idempotency_key([a])
     srv1, _ = asyncio.run(run_batch([a, b]))
     srv2, _ = asyncio.run(run_batch([b, a]))
     assert srv1.calls(PATH)[0].json["idempotency_key"] == srv2.calls(PATH)[0].json["idempotency_key"]
+
+
+def _fields(m: PushMessage) -> dict[str, Any]:
+    return {name: getattr(m, name) for name in PushMessage.__dataclass_fields__}
+
+
+def test_a_resend_in_another_make_up_collapses_on_the_device() -> None:
+    # The engine re-claims after a failure in a batch of another make-up: the request (and its idempotency key)
+    # differs, so what keeps device b from showing the campaign twice is the campaign's collapse_id/topic.
+    a, b, c = msg(1, "a"), msg(2, "b"), msg(3, "c")
+    first, _ = asyncio.run(run_batch([a, b]))
+    again, _ = asyncio.run(run_batch([b, c]))
+    one, two = first.calls(PATH)[0].json, again.calls(PATH)[0].json
+    assert one["idempotency_key"] != two["idempotency_key"]
+    assert one["collapse_id"] == two["collapse_id"] == CAMPAIGN
+    assert one["web_push_topic"] == two["web_push_topic"] == CAMPAIGN.replace("-", "")
+    other, _ = asyncio.run(run_batch([msg(4, "b", campaign="0d9e8f7a-1111-4222-8333-444455556666")]))
+    assert other.calls(PATH)[0].json["collapse_id"] != CAMPAIGN  # another campaign is another notification
+
+
+def test_collapse_id_and_topic_keep_onesignal_limits() -> None:
+    long = "x" * 70 + "-ü-" + "y" * 10
+    srv, _ = asyncio.run(run_batch([msg(1, campaign=long)]))
+    body = srv.calls(PATH)[0].json
+    assert len(body["collapse_id"]) == 64 and body["collapse_id"] == long[:64]
+    assert len(body["web_push_topic"]) == 32 and body["web_push_topic"].isalnum()
+    loose = PushMessage(message_id=9, uuid="0b1c2d3e-0000-4000-8000-00000000000f", token="t", platform="web",
+                        body="b")  # no campaign: the message's own identity
+    srv, _ = asyncio.run(run_batch([loose]))
+    assert srv.calls(PATH)[0].json["collapse_id"] == loose.uuid
 
 
 def test_invalid_subscription_ids_are_token_invalid() -> None:
@@ -212,3 +255,58 @@ def test_connection_check() -> None:
     assert call.headers["Authorization"] == "Key os-secret-key"
     _, check = asyncio.run(scenario(reply({"errors": ["Access denied"]}, status=403)))
     assert not check.ok and "Access denied" in check.message
+
+
+def test_404_is_a_channel_error() -> None:
+    missing = reply({"errors": ["App not found"]}, status=404)
+    _, results = asyncio.run(run_batch([msg(1), msg(2)], missing))
+    assert all(r.channel_error and not r.token_invalid and not r.retryable for r in results)
+    assert all(r.error_code == "HTTP_404" and "App not found" in (r.error or "") for r in results)
+
+
+@pytest.mark.parametrize("key", ["invalid_subscription_ids", "invalid_player_ids"])
+def test_ids_reported_invalid_in_the_answer(key: str) -> None:
+    answer = reply({"id": "notif-7", "errors": {key: ["sub-1", "sub-3"]}})
+    _, results = asyncio.run(run_batch([msg(i) for i in range(1, 5)], answer))
+    res = by_id(results)
+    assert [i for i, r in res.items() if r.token_invalid] == [1, 3]
+    assert all(res[i].error_code == "INVALID_SUBSCRIPTION" and not res[i].retryable for i in (1, 3))
+    assert res[2].ok and res[4].ok and res[2].provider_message_id == "notif-7"
+
+
+@pytest.mark.parametrize(("count", "batch_size", "sizes"), [
+    (4_001, None, [2_000, 2_000, 1]),  # the default batch
+    (20_001, 20_000, [20_000, 1]),  # the maximum
+    (20_001, 50_000, [20_000, 1]),  # more is capped at the maximum
+], ids=["default-2000", "max-20000", "capped"])
+def test_calls_are_ceil_n_over_batch(count: int, batch_size: int | None, sizes: list[int]) -> None:
+    messages = [msg(i) for i in range(count)]
+
+    async def main() -> tuple[FakeServer, list[SendResult]]:
+        async with FakeServer() as srv:
+            srv.route("POST", PATH, created)
+            # default_options: what a channel without a batch size option gets (the backend's own default)
+            sized = {"batch_size": batch_size} if batch_size else {}
+            backend = create_backend("onesignal", CREDS, default_options("onesignal", endpoint=srv.url, **sized))
+            try:
+                return srv, await backend.send_batch(messages)
+            finally:
+                await backend.close()
+
+    srv, results = asyncio.run(main())
+    calls = srv.calls(PATH)
+    assert len(calls) == math.ceil(count / min(batch_size or 2_000, 20_000)) == len(sizes)
+    assert sorted((len(c.json["include_subscription_ids"]) for c in calls), reverse=True) == sizes
+    assert len(results) == count and all(r.ok for r in results)
+    assert len({c.json["idempotency_key"] for c in calls}) == len(calls)
+
+
+def test_the_per_message_id_neither_splits_requests_nor_goes_into_them() -> None:
+    # The engine adds data["messageId"] (each message's own UUID) to every message: a request carrying 3 devices
+    # cannot carry three of them, and grouping by it would send one request per device.
+    messages = [msg(i, data={"screen": "offers", "messageId": f"uuid-{i}"}) for i in range(3)]
+    srv, results = asyncio.run(run_batch(messages))
+    [call] = srv.calls(PATH)
+    assert call.json["include_subscription_ids"] == ["sub-0", "sub-1", "sub-2"]
+    assert call.json["data"] == {"screen": "offers"}
+    assert all(r.ok for r in results)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import logging
 from typing import Any
 
 import aiohttp
 
+from .apns import ApnsBackend
 from .base import ProviderOptions, PushBackend
 from .debug import DebugBackend
 from .fcm import FcmBackend
 from .marketing_cloud import MarketingCloudBackend
 from .onesignal import OneSignalBackend
-
-log = logging.getLogger(__name__)
+from .simulator import SimulatorBackend
 
 BACKENDS: dict[str, type[PushBackend]] = {}
 
@@ -26,24 +23,10 @@ def register(cls: type[PushBackend]) -> type[PushBackend]:
     return cls
 
 
-def _register_optional(module_name: str) -> None:
-    """Register the backends of a module that may not exist yet (apns, simulator)."""
-    qualified = f"{__name__}.{module_name}"
-    try:
-        module = importlib.import_module(qualified)
-    except ImportError as exc:
-        if getattr(exc, "name", None) != qualified:
-            log.warning("push backend module %s could not be imported: %s", qualified, exc)
-        return
-    for _, obj in inspect.getmembers(module, inspect.isclass):
-        if issubclass(obj, PushBackend) and obj.__module__ == qualified and not inspect.isabstract(obj):
-            register(obj)
-
-
-for _cls in (DebugBackend, FcmBackend, OneSignalBackend, MarketingCloudBackend):
+# Imported, not discovered: a backend module that fails to import stops the app at start-up with its traceback
+# instead of leaving its channels "not installed" behind a log line.
+for _cls in (DebugBackend, SimulatorBackend, FcmBackend, ApnsBackend, OneSignalBackend, MarketingCloudBackend):
     register(_cls)
-_register_optional("apns")  # ApnsBackend, type_name "apns"
-_register_optional("simulator")  # the lead's simulator backend
 
 
 def backend_class(type_name: str) -> type[PushBackend]:

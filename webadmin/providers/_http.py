@@ -16,7 +16,14 @@ import aiohttp
 import orjson
 
 from ._h2 import H2Failure
-from .base import ChannelAuthError, ProviderOptions, ProviderUnavailable, PushMessage, SendResult
+from .base import (
+    ChannelAuthError,
+    ProviderError,
+    ProviderOptions,
+    ProviderUnavailable,
+    PushMessage,
+    SendResult,
+)
 
 T = TypeVar("T")
 
@@ -180,9 +187,19 @@ def resolve_refused(results: list[SendResult], label: str) -> None:
         r.error_code, r.channel_error, r.retryable = "UNAUTHENTICATED", True, False
 
 
+#: Data keys the engine sets per message (the message UUID the app reports events with). A request that carries
+#: many recipients cannot carry them, so they neither split such requests nor go into them.
+PER_MESSAGE_DATA = frozenset({"messageId"})
+
+
+def shared_data(message: PushMessage) -> dict[str, str]:
+    """The message's custom data without the per-message keys: what a many-recipient request can carry."""
+    return {str(k): str(v) for k, v in message.data.items() if k not in PER_MESSAGE_DATA}
+
+
 def content_key(message: PushMessage) -> Hashable:
     """Messages with the same key have identical content and can share one provider request."""
-    data = tuple(sorted(message.data.items()))
+    data = tuple(sorted(shared_data(message).items()))
     return (message.campaign_uuid, message.title, message.body, message.open_direct,
             message.image_url, message.ttl, data)
 
@@ -260,13 +277,36 @@ def _is_refused(results: list[SendResult]) -> bool:
 async def send_with_token(
     items: Sequence[T], send: Sender, token_source: TokenSource, *, limit: int, refresh: bool = True
 ) -> list[SendResult]:
-    """Send every item; on an auth refusal renew the token once (forced) and resend those items once."""
+    """Send every item; on an auth refusal renew the token once (forced) and resend those items once.
+
+    When that renewal itself fails after other items were accepted, the accepted results are returned (they were
+    delivered: raising would make the engine send them again) and the refused items say why they were not sent.
+    """
     token = await token_source(None)
     outcomes = await _gather_bounded(items, send, token, limit)
     refused = [i for i, out in enumerate(outcomes) if _is_refused(out)]
     if refused and refresh:
-        token = await token_source(token)
-        again = await _gather_bounded([items[i] for i in refused], send, token, limit)
-        for i, out in zip(refused, again, strict=True):
-            outcomes[i] = out
+        try:
+            token = await token_source(token)
+        except ProviderError as exc:
+            if not any(r.ok for out in outcomes for r in out):
+                raise
+            for i in refused:
+                _not_renewed(outcomes[i], exc)
+        else:
+            again = await _gather_bounded([items[i] for i in refused], send, token, limit)
+            for i, out in zip(refused, again, strict=True):
+                outcomes[i] = out
     return [r for out in outcomes for r in out]
+
+
+def _not_renewed(results: list[SendResult], exc: ProviderError) -> None:
+    """Refused results whose token could not be renewed: a channel error, or retryable if auth was unreachable."""
+    for r in results:
+        if r.error_code != AUTH_REFUSED:
+            continue
+        r.error = f"refused, and the access token could not be renewed: {exc}"
+        if isinstance(exc, ChannelAuthError):
+            r.error_code, r.channel_error, r.retryable = "UNAUTHENTICATED", True, False
+        else:
+            r.error_code, r.retryable, r.retry_after = "UNAVAILABLE", True, exc.retry_after

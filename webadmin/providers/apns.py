@@ -270,6 +270,14 @@ class _Batch:
     renewed: bool = False
 
 
+def _not_sent(msg: PushMessage, batch: _Batch) -> SendResult:
+    """A push the batch gave up on: a channel error once APNs refused the credentials, else retryable."""
+    if batch.auth_error:
+        return _fail(msg, "NotSent", f"not sent: {batch.auth_error}", channel_error=True)
+    text = batch.connect_error or "APNs: gave up after repeated resends"
+    return _fail(msg, "NotSent", text, retryable=True)
+
+
 class ApnsBackend(PushBackend):
     """Apple Push Notification service over HTTP/2 (token or certificate auth)."""
 
@@ -447,8 +455,7 @@ class ApnsBackend(PushBackend):
                 if verdict.auth_refused:
                     batch.auth_error = verdict.result.error
                 return verdict.result
-        text = batch.auth_error or batch.connect_error or "APNs: gave up after repeated resends"
-        return _fail(msg, "NotSent", text, retryable=True)
+        return _not_sent(msg, batch)
 
     async def send_batch(self, messages: Sequence[PushMessage]) -> list[SendResult]:
         """Send every message over the one connection; one result per message."""
@@ -463,7 +470,9 @@ class ApnsBackend(PushBackend):
         return list(results)
 
     def _raise_for_batch(self, batch: _Batch, results: list[SendResult]) -> None:
-        if batch.auth_error:
+        # Pushes APNs accepted before it refused the credentials were delivered: they are returned as results
+        # (raising would make the engine release and later resend them); only a batch with none raises.
+        if batch.auth_error and not any(r.ok for r in results):
             raise ChannelAuthError(batch.auth_error)
         if batch.cert_refused and not batch.answered:
             raise ChannelAuthError("APNs closed the TLS connection at the handshake: the push certificate "

@@ -1,12 +1,21 @@
-"""Salesforce Marketing Cloud MobilePush backend (ExactTarget push/v1 API): sends by subscriber key."""
+"""Salesforce Marketing Cloud MobilePush backend (ExactTarget push/v1 API): sends by subscriber key.
+
+`messageContact` reaches every device of a contact, while the engine has one message per device. So each subscriber
+key gets one send per campaign: a second message of the campaign to the same key (another device of the subscriber,
+on the other platform's channel or in a later batch) is recorded as sent by that earlier request, not sent again.
+The ledger of sent keys lives in the worker process (see ContactLedger for its bounds).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
@@ -44,6 +53,11 @@ class McToken:
         return f"<McToken rest_url={self.rest_url!r}>"
 
 
+def _clock() -> float:
+    """Monotonic seconds for token deadlines (a seam for tests)."""
+    return time.monotonic()
+
+
 #: Access tokens shared by every backend instance of the process, keyed by client id.
 _TOKENS: dict[str, McToken] = {}
 
@@ -51,6 +65,94 @@ _TOKENS: dict[str, McToken] = {}
 def clear_token_cache() -> None:
     """Forget every cached access token (tests, credential changes)."""
     _TOKENS.clear()
+
+
+LEDGER_MAX_KEYS = 250_000  # subscriber keys remembered per worker process (~100 bytes each)
+
+
+class ContactLedger:
+    """Which subscriber keys each notification already reached, shared by the backends and threads of a process.
+
+    A scope is (client id, MobilePush message id, the notification's content including its campaign). Keys being
+    sent right now are "in flight": a second backend meeting one (the other platform's channel in the same batch)
+    gets a retryable answer and finds the key sent when the engine retries. Only the most recent `max_keys` keys
+    are kept (oldest notifications forgotten first); a worker restart, or another worker process, starts empty, so
+    a subscriber whose devices are sent by different processes can get the notification once per process.
+    """
+
+    def __init__(self, max_keys: int = LEDGER_MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._sent: OrderedDict[Hashable, dict[str, str]] = OrderedDict()  # scope → key → tokenId
+        self._in_flight: dict[Hashable, set[str]] = {}
+        self._count = 0
+
+    def claim(self, scope: Hashable, keys: Iterable[str]) -> tuple[dict[str, str], set[str], list[str]]:
+        """Split keys into (already sent: key → tokenId, in flight elsewhere, claimed now by the caller)."""
+        with self._lock:
+            sent = self._sent.get(scope, {})
+            busy = self._in_flight.setdefault(scope, set())
+            done: dict[str, str] = {}
+            waiting: set[str] = set()
+            mine: list[str] = []
+            for key in keys:
+                if key in sent:
+                    done[key] = sent[key]
+                elif key in busy:
+                    waiting.add(key)
+                else:
+                    mine.append(key)
+            busy.update(mine)
+            return done, waiting, mine
+
+    def settle(self, scope: Hashable, claimed: Iterable[str], delivered: dict[str, str]) -> None:
+        """End the caller's claims: delivered keys (key → tokenId) are remembered, the others may be sent again."""
+        with self._lock:
+            busy = self._in_flight.get(scope, set())
+            busy.difference_update(claimed)
+            if not busy:
+                self._in_flight.pop(scope, None)
+            if not delivered:
+                return
+            sent = self._sent.setdefault(scope, {})
+            self._sent.move_to_end(scope)
+            before = len(sent)
+            sent.update(delivered)
+            self._count += len(sent) - before
+            self._evict()
+
+    def _evict(self) -> None:
+        """Forget the oldest notifications' keys beyond max_keys."""
+        while self._count > self.max_keys and self._sent:
+            scope, sent = next(iter(self._sent.items()))
+            excess = self._count - self.max_keys
+            if excess >= len(sent):
+                del self._sent[scope]
+                self._count -= len(sent)
+                continue
+            for key in list(itertools.islice(sent, excess)):
+                del sent[key]
+            self._count -= excess
+
+    def clear(self) -> None:
+        """Forget everything (tests)."""
+        with self._lock:
+            self._sent.clear()
+            self._in_flight.clear()
+            self._count = 0
+
+
+LEDGER = ContactLedger()
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One batch after the ledger: what to send, what earlier sends cover, what waits, and the claims to settle."""
+
+    to_send: list[PushMessage] = field(default_factory=list)
+    results: list[SendResult] = field(default_factory=list)
+    claims: dict[Hashable, set[str]] = field(default_factory=dict)  # scope → keys this batch claimed
+    scope_of: dict[int, Hashable] = field(default_factory=dict)  # message id → its scope
 
 
 def build_payload(m: PushMessage, keys: list[str] | None = None) -> dict[str, Any]:
@@ -189,7 +291,7 @@ class MarketingCloudBackend(PushBackend):
         if not token:
             raise ProviderUnavailable(f"Marketing Cloud auth: malformed token answer: {answer.describe()}")
         lifetime = float(data.get("expiresIn" if self.legacy else "expires_in") or DEFAULT_LIFETIME)
-        deadline = time.monotonic() + lifetime - min(300.0, lifetime / 4)
+        deadline = _clock() + lifetime - min(300.0, lifetime / 4)
         return McToken(str(token), deadline, data.get("rest_instance_url"))
 
     async def access_token(self, stale: str | None = None) -> str:
@@ -198,7 +300,7 @@ class MarketingCloudBackend(PushBackend):
             self._lock = asyncio.Lock()
         async with self._lock:
             cached = _TOKENS.get(self.client_id)
-            if cached is None or time.monotonic() >= cached.deadline or cached.access_token == stale:
+            if cached is None or _clock() >= cached.deadline or cached.access_token == stale:
                 cached = await self._fetch_token()
                 _TOKENS[self.client_id] = cached
                 log.info("Marketing Cloud token renewed for client %s…", self.client_id[:4])
@@ -235,13 +337,71 @@ class MarketingCloudBackend(PushBackend):
         return results
 
     async def send_batch(self, messages: Sequence[PushMessage]) -> list[SendResult]:
-        """Group by content, dedupe subscriber keys, send ≤5,000 keys per request."""
-        chunks, keyless = _http.plan_chunks(messages, lambda m: m.recipient, self.batch_size)
-        results = [_http.error_result(m.message_id, "NO_SUBSCRIBER_KEY", "message has no subscriber key",
-                                      payload_error=True) for m in keyless]
-        if chunks:
-            results += await self._run(chunks, self._send_chunk)
-        return results
+        """Group by content, dedupe subscriber keys (within the batch and per campaign), send ≤5,000 per request."""
+        plan = self._plan(messages)
+        sent: list[SendResult] = []
+        try:
+            chunks, _ = _http.plan_chunks(plan.to_send, lambda m: m.recipient, self.batch_size)
+            if chunks:
+                sent = await self._run(chunks, self._send_chunk)
+        finally:
+            self._settle(plan, sent)
+        return plan.results + sent
+
+    def _scope(self, m: PushMessage) -> Hashable | None:
+        """The ledger scope of a message; None without a campaign (two sends of the same text are two sends)."""
+        if m.campaign_uuid is None:
+            return None
+        return (self.client_id, str(self.credentials.get("message_id", "")), _http.content_key(m))
+
+    def _plan(self, messages: Sequence[PushMessage]) -> _Plan:
+        """Messages without a key fail; keys the ledger knows are covered or wait; the rest is claimed and sent."""
+        plan = _Plan()
+        by_scope: dict[Hashable, list[PushMessage]] = {}
+        for m in messages:
+            if not m.recipient:
+                # Not a payload problem (it must not count towards pausing the campaign): the device is anonymous.
+                plan.results.append(_http.error_result(m.message_id, "NO_SUBSCRIBER_KEY",
+                                                       "message has no subscriber key (messageContact needs one)"))
+                continue
+            scope = self._scope(m)
+            if scope is None:
+                plan.to_send.append(m)
+            else:
+                by_scope.setdefault(scope, []).append(m)
+        for scope, group in by_scope.items():
+            done, waiting, mine = LEDGER.claim(scope, dict.fromkeys(str(m.recipient) for m in group))
+            plan.claims[scope] = claimed = set(mine)
+            for m in group:
+                known = self._known(m, done, waiting)
+                if known is not None:
+                    plan.results.append(known)
+                elif m.recipient in claimed:
+                    plan.to_send.append(m)
+                    plan.scope_of[m.message_id] = scope
+        return plan
+
+    def _known(self, m: PushMessage, done: dict[str, str], waiting: set[str]) -> SendResult | None:
+        """The result of a message whose key an earlier or concurrent send of the campaign covers."""
+        key = str(m.recipient)
+        if key in done:
+            return SendResult(m.message_id, ok=True, provider_message_id=done[key])
+        if key in waiting:
+            text = "another message of this campaign to the same subscriber key is being sent"
+            return _http.error_result(m.message_id, "CONTACT_IN_FLIGHT", text, retryable=True,
+                                      retry_after=self.options.timeout)
+        return None
+
+    def _settle(self, plan: _Plan, sent: list[SendResult]) -> None:
+        """Remember the claimed keys that were accepted; release the others (a retry may send them)."""
+        delivered: dict[Hashable, dict[str, str]] = {scope: {} for scope in plan.claims}
+        accepted = {r.message_id: r.provider_message_id for r in sent if r.ok and r.provider_message_id}
+        for m in plan.to_send:
+            scope = plan.scope_of.get(m.message_id)
+            if scope is not None and m.message_id in accepted:
+                delivered[scope][str(m.recipient)] = str(accepted[m.message_id])
+        for scope, keys in plan.claims.items():
+            LEDGER.settle(scope, keys, delivered[scope])
 
     async def send_to_app(self, message: PushMessage) -> SendResult:
         """Send one message to every user of the app (messageApp)."""

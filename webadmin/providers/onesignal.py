@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -23,13 +25,33 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://api.onesignal.com"
 MAX_BATCH = 20_000
-IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "webadmin:onesignal:idempotency")
+MAX_COLLAPSE_ID = 64  # OneSignal: collapse_id has a "limit of 64 characters"
+MAX_WEB_TOPIC = 32  # web_push_topic becomes the Web Push Topic header: at most 32 URL-safe characters (RFC 8030)
 _INVALID_KEYS = ("invalid_player_ids", "invalid_subscription_ids")
 
 
 def idempotency_key(messages: Sequence[PushMessage]) -> str:
-    """Deterministic UUID over the sorted message uuids, so a retried request is deduplicated."""
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, ",".join(sorted(m.uuid for m in messages))))
+    """The same key for the same request: its campaign(s) and message uuids, whatever their order.
+
+    OneSignal keeps a key for 30 days and answers a repeated one with the earlier result instead of sending again,
+    so an engine retry of an unchanged request (a timeout, a lost answer) delivers once. A retry that carries a
+    different set of messages gets a different key; collapse_id below keeps that from showing twice on a device.
+    The key must be a UUID (older OneSignal docs: version 3 or 4), so the SHA-256 is laid out as a version 4 one.
+    """
+    campaigns = ",".join(sorted({m.campaign_uuid or "" for m in messages}))
+    identities = ",".join(sorted(m.uuid for m in messages))
+    digest = hashlib.sha256(f"webadmin:onesignal:{campaigns}|{identities}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def collapse_id(m: PushMessage) -> str:
+    """One notification per device and campaign: a re-sent push replaces the one shown instead of adding one."""
+    return (m.campaign_uuid or m.uuid)[:MAX_COLLAPSE_ID]
+
+
+def web_push_topic(m: PushMessage) -> str:
+    """collapse_id for browsers (Chrome, Edge, Firefox replace a shown notification of the same topic)."""
+    return re.sub(r"[^A-Za-z0-9]", "", m.campaign_uuid or m.uuid)[:MAX_WEB_TOPIC]
 
 
 def _media(m: PushMessage) -> dict[str, Any]:
@@ -58,10 +80,12 @@ def build_payload(app_id: str, chunk: _http.Chunk) -> dict[str, Any]:
         "include_subscription_ids": chunk.keys,
         "contents": {"en": m.body},
         "idempotency_key": idempotency_key(chunk.messages),
+        "collapse_id": collapse_id(m),
+        "web_push_topic": web_push_topic(m),
     }
     if m.title:
         payload["headings"] = {"en": m.title}
-    data = {str(k): str(v) for k, v in m.data.items()}
+    data = _http.shared_data(m)
     if m.open_direct:
         data["openDirect"] = m.open_direct
     if data:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import ssl
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -29,12 +31,15 @@ Problems = dict[str, str]  # field name → what is wrong with it (never the val
 # Which ProviderOptions a backend honours. Kept here rather than on the backend classes because fcm.py is
 # owned elsewhere; a backend type missing from the table gets the batch size only.
 OPTION_NAMES: dict[str, tuple[str, ...]] = {
-    "fcm": ("endpoint", "auth_endpoint", "timeout", "batch_size"),
-    "marketing_cloud": ("endpoint", "auth_endpoint", "timeout", "batch_size"),
-    "onesignal": ("endpoint", "timeout", "batch_size"),
-    "apns": ("endpoint", "timeout", "batch_size"),
+    "fcm": ("endpoint", "auth_endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
+    "marketing_cloud": ("endpoint", "auth_endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
+    "onesignal": ("endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
+    "apns": ("endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
 }
-OPTION_LIMITS = {"batch_size": (1, 20_000), "timeout": (1, 120)}
+# concurrency = requests (HTTP/2 streams for FCM and APNs) in flight per worker thread; past ~1,000 a worker only
+# queues more work than one event loop can serve and risks the provider's own rate limits.
+OPTION_LIMITS = {"batch_size": (1, 20_000), "timeout": (1, 120), "concurrency": (1, 1_000)}
+INTEGER_OPTIONS = frozenset({"batch_size", "concurrency"})
 LOOPBACK_NAMES = frozenset({"localhost"})
 KEY_ID = re.compile(r"^[A-Z0-9]{10}$")
 
@@ -112,11 +117,13 @@ def _clean_option(name: str, value: Any) -> Any:
     """One option value, checked; ValueError says what is wrong."""
     if name in ("endpoint", "auth_endpoint"):
         return check_url(str(value).strip())
+    if name == "ca_file":
+        return check_ca_file(str(value).strip())
     low, high = OPTION_LIMITS[name]
     try:
-        number = int(value) if name == "batch_size" else float(value)
+        number = int(value) if name in INTEGER_OPTIONS else float(value)
     except (TypeError, ValueError):
-        raise ValueError("Enter a number.") from None
+        raise ValueError("Enter a whole number." if name in INTEGER_OPTIONS else "Enter a number.") from None
     if not low <= number <= high:
         raise ValueError(f"Enter a number from {low:,} to {high:,}.")
     return number
@@ -135,6 +142,25 @@ def check_url(url: str) -> str:
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ValueError("Use https:// (plain http is only allowed to this machine, e.g. a local test server).")
     return url.rstrip("/")
+
+
+def check_ca_file(path: str) -> str:
+    """An absolute path to a readable PEM file of CA certificates; ValueError otherwise.
+
+    A path, not PEM text, because the TLS layer loads it as a file (once per configuration); it must exist on every
+    worker machine, which this check (made where the form is saved) cannot see. The messages never quote the file.
+    """
+    if not os.path.isabs(path):
+        raise ValueError("Enter an absolute path such as /etc/webadmin/provider-ca.pem.")
+    if not os.path.isfile(path):
+        raise ValueError("There is no file at this path on this machine.")
+    if not os.access(path, os.R_OK):
+        raise ValueError("webadmin cannot read this file (check its permissions).")
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError, OSError):
+        raise ValueError("This file holds no PEM certificate (-----BEGIN CERTIFICATE-----).") from None
+    return path
 
 
 def _is_loopback(host: str) -> bool:

@@ -214,6 +214,13 @@ OPTION_FIELDS = {
     "batch_size": lambda cls: IntegerField(
         "Batch size", validators=[Optional()], render_kw={"placeholder": str(getattr(cls, "default_batch_size", 500))},
         description="Messages handed to the provider at a time (1–20,000; providers cap it at their own limit)."),
+    "concurrency": lambda cls: IntegerField(
+        "Concurrency", validators=[Optional()], render_kw={"placeholder": "100"},
+        description="Requests in flight at once per worker thread (1–1,000; HTTP/2 streams for FCM and APNs)."),
+    "ca_file": lambda cls: StringField(
+        "CA certificates file", validators=[Optional()], render_kw={"placeholder": "the system’s trusted CAs"},
+        description="Only for a proxy or a test server with its own CA: the absolute path of a PEM file, present "
+                    "on every worker machine."),
 }
 
 
