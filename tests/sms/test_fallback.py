@@ -67,7 +67,8 @@ def test_exactly_the_non_openers_with_phones_get_one_sms_each(push_app, sms_chan
     assert sorted(to for _, _, to in delivered) == ["+48500100002", "+48500100003"]  # Carol once, not per device
     assert sorted(u for u, _, _ in delivered) == sorted([by_name["bob"].uuid, by_name["carol"].uuid])
 
-    assert tick(later(minutes=30)) == {"recovered": 0, "cancelled": 0, "created": 0, "send_tasks": 0, "scheduled": 0}
+    assert tick(later(minutes=30)) == {"recovered": 0, "expired": 0, "cancelled": 0, "created": 0, "send_tasks": 0,
+                                       "scheduled": 0}
     assert len(journal_lines(journal)) == 2 and len(sms_rows(campaign.id)) == 4
     assert fresh(campaign).sms_fallback_done_at is not None
     assert sms_fallback.funnel_rows(campaign.id) == [
@@ -271,3 +272,17 @@ def test_a_window_ending_before_the_next_minute_gets_a_run_of_its_own(push_app, 
     window_end = campaign.started_at.replace(tzinfo=None) + timedelta(seconds=60)  # Huey keeps naive UTC etas
     assert task.eta == window_end + timedelta(seconds=5)  # a few seconds later, for pushes sent after the start
     huey.flush()
+
+
+def test_the_app_factory_registers_the_funnel_stages_once(tmp_path):
+    from tests.conftest import build_app
+    from webadmin.services import analytics
+
+    saved = list(analytics.FUNNEL_EXTRAS)
+    analytics.FUNNEL_EXTRAS.clear()  # as in a process where no console module was imported yet
+    try:
+        for name in ("a", "b"):
+            build_app(f"sqlite:///{tmp_path / name}.sqlite3", tmp_path)
+        assert analytics.FUNNEL_EXTRAS == [sms_fallback.funnel_extra]
+    finally:
+        analytics.FUNNEL_EXTRAS[:] = saved
