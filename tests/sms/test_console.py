@@ -231,6 +231,32 @@ def test_the_preview_counts_only_numbers_an_sms_can_reach(client, login_as, sms_
     assert "no usable phone number" in html
 
 
+def test_an_admin_sets_the_apps_web_address_and_compose_uses_it(client, login_as, sms_channel):
+    from webadmin.models.app import App
+
+    sms_channel()
+    push_app = _nibs()
+    login_as(Role.ADMIN)
+    form = {"name": "Nibs", "platforms": ["android", "ios", "web"], "deep_link_scheme": "nibs"}
+    for bad in ("http://nibs.example", "https://user:pw@nibs.example", "https://nibs.example/?q=1", "nibs://x"):
+        page = client.post(f"/settings/apps/{push_app.id}/edit", data=form | {"web_link_base": bad})
+        assert page.status_code == 200 and "The web address" in page.get_data(as_text=True), bad
+        db.session.expire_all()
+        assert db.session.get(App, push_app.id).web_link_base is None
+    saved = client.post(f"/settings/apps/{push_app.id}/edit", data=form | {"web_link_base": "https://nibs.example/"})
+    assert saved.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(App, push_app.id).web_link_base == "https://nibs.example"
+    assert "<code>https://nibs.example</code>" in client.get(f"/settings/apps/{push_app.id}").get_data(as_text=True)
+    [event] = _audit("app.update")
+    assert event.detail["web_link_base"] == [None, "https://nibs.example"]
+    client.post("/logout")
+    login_as(Role.MARKETER)
+    args = _compose_form(push_app, open_direct="nibs://offers/1")
+    html = client.get("/compose/sms-preview", query_string=args).get_data(as_text=True)
+    assert "Half price today https://nibs.example/offers/1</span>" in html
+
+
 def test_key_rotation_re_encrypts_the_sms_channel(app, runner, client, login_as):
     from cryptography.fernet import Fernet
 

@@ -81,9 +81,26 @@ def test_the_sms_text_defaults_to_the_push_text_and_its_https_link(push_app, sms
     make_device(push_app, make_subscriber(phone="+48500100002"))
     campaign = send_campaign(push_app)
     assert campaign.sms_fallback_text == f"Half price today {LINK}"
-    assert sms_fallback.default_text("Hi", "nibs://offers/1") == "Hi"  # an app link cannot open from an SMS
+    assert sms_fallback.default_text("Hi", "nibs://offers/1", push_app) == "Hi"  # no web address: no link
     tick(later())
     assert [r.state for r in sms_rows(campaign.id)] == ["DEBUG"]
+
+
+def test_an_app_link_becomes_a_web_link_under_the_apps_web_address(push_app, sms_channel):
+    sms_channel()
+    push_app.web_link_base = "https://nibs.example"
+    db.session.commit()
+    text = sms_fallback.default_text
+    assert text("Hi", "nibs://offers/1", push_app) == "Hi https://nibs.example/offers/1"
+    assert text("Hi", "offers/1?ref=sms#top", push_app) == "Hi https://nibs.example/offers/1?ref=sms#top"
+    assert text("Hi", "https://shop.example/x", push_app) == "Hi https://shop.example/x"
+    assert text("Hi", "other://offers/1", push_app) == "Hi"  # another app's scheme is no link of this app
+    assert text("Hi", "javascript:alert(1)", push_app) == "Hi"
+    assert text("Hi", "nibs://offers/1") == "Hi"  # without the app nothing maps it
+    draft = campaigns.CampaignDraft(app_id=push_app.id, text="Half price", open_direct="nibs://offers/7",
+                                    sms_fallback_seconds=600)
+    sms_fallback.apply_to_draft(draft)
+    assert draft.sms_fallback_text == "Half price https://nibs.example/offers/7"
 
 
 def _half_sent(app, push_app, people: int = 4) -> Campaign:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, select, update
 
 from webadmin.extensions import db
+from webadmin.models.app import App
 from webadmin.models.audience import Subscriber
 from webadmin.models.campaign import Campaign
 from webadmin.models.sms import SmsBlock, SmsChannel, SmsMessage, SmsState
@@ -17,6 +18,7 @@ from webadmin.models.types import utcnow
 from webadmin.models.user import User
 from webadmin.sending.audience import AudienceSpec, audience_select
 from webadmin.services import ServiceError, audit
+from webadmin.services.deep_links import validate_deep_link, web_link
 from webadmin.sms import BACKENDS
 from webadmin.sms.fallback import FALLBACK_CANCELLED, current_channel, end_pending, valid_phone
 from webadmin.sms.segments import Segments, count_segments
@@ -30,13 +32,22 @@ ROWS_SHOWN = 50
 ACTIVE = (SmsState.WAITING.value, SmsState.ERROR_RETRY.value, SmsState.SENDING.value)
 
 
-def default_text(push_text: str | None, open_direct: str | None) -> str:
-    """The push text, plus the deep link when it is an https URL (an app-scheme link opens nothing from an SMS)."""
+def sms_link(open_direct: str | None, app: App | None) -> str | None:
+    """The deep link as an https URL for an SMS: an https link as it is, an app-scheme link under the app's web
+    address (an SMS cannot open `nibs://`); None without one."""
+    scheme = app.deep_link_scheme if app is not None else None
+    try:
+        link = validate_deep_link(open_direct, scheme)
+    except ServiceError:  # the campaign itself refuses such a link; no SMS text is made from it
+        return None
+    return web_link(link, scheme, app.web_link_base if app is not None else None)
+
+
+def default_text(push_text: str | None, open_direct: str | None, app: App | None = None) -> str:
+    """The push text, plus the deep link when there is an https URL for it."""
     text = (push_text or "").strip()
-    link = (open_direct or "").strip()
-    if link.lower().startswith("https://"):
-        return f"{text} {link}".strip()
-    return text
+    link = sms_link(open_direct, app)
+    return f"{text} {link}".strip() if link else text
 
 
 def window_label(seconds: int) -> str:
@@ -49,12 +60,12 @@ def window_label(seconds: int) -> str:
 
 
 def check_fallback(seconds: int | None, sms_text: str | None, push_text: str | None,
-                   open_direct: str | None) -> str:
+                   open_direct: str | None, app: App | None = None) -> str:
     """The SMS text to store (the default when blank), or a ServiceError naming the field."""
     if seconds is None or not MIN_WINDOW_SECONDS <= seconds <= MAX_WINDOW_SECONDS:
         raise ServiceError(f"Choose a window between {window_label(MIN_WINDOW_SECONDS)} and "
                            f"{window_label(MAX_WINDOW_SECONDS)}.", field="sms_after")
-    text = (sms_text or "").strip() or default_text(push_text, open_direct)
+    text = (sms_text or "").strip() or default_text(push_text, open_direct, app)
     if not text:
         raise ServiceError("Write the SMS text.", field="sms_text")
     parts = count_segments(text).parts
@@ -71,8 +82,9 @@ def apply_to_draft(draft: Any) -> None:
     if draft.sms_fallback_seconds is None:
         draft.sms_fallback_text = None
         return
+    app = db.session.get(App, draft.app_id) if draft.app_id else None
     draft.sms_fallback_text = check_fallback(draft.sms_fallback_seconds, draft.sms_fallback_text, draft.text,
-                                             draft.open_direct)
+                                             draft.open_direct, app)
 
 
 # ---------------------------------------------------------------------------------------------------- compose
@@ -98,7 +110,8 @@ class FallbackPreview:
 def preview(app_id: int | None, raw_audience: dict[str, Any], device_selection: str, sms_text: str | None,
             push_text: str | None, open_direct: str | None) -> FallbackPreview:
     """Counts for the audience (if nobody opened: the most SMS the fallback can send), the text and its parts."""
-    text = (sms_text or "").strip() or default_text(push_text, open_direct)
+    app = db.session.get(App, app_id) if app_id is not None else None
+    text = (sms_text or "").strip() or default_text(push_text, open_direct, app)
     channel = current_channel()
     result = FallbackPreview(text=text, segments=count_segments(text),
                              channel=_label(channel) if channel is not None else None)
