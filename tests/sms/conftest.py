@@ -155,5 +155,5 @@ SMSAPI_TOKEN = "smsapi-account-token-0123456789"
 
 def smsapi_channel(sms_channel, fake: FakeServer, **options: Any) -> SmsChannel:
     """An SMSAPI channel pointed at a fake."""
-    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 1.0, **options},
+    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 5.0, **options},
                        token=SMSAPI_TOKEN, account="smsapi.pl")

@@ -35,7 +35,7 @@ def by_number(table: dict[str, object], default=accepted):
 
 
 def _smsapi(sms_channel, fake, **options) -> SmsChannel:
-    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 1.0, **options},
+    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 5.0, **options},
                        token=TOKEN, account="smsapi.pl")
 
 
