@@ -50,6 +50,9 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message_category = "info"
     init_queue(app)
     import webadmin.services.demo_loaders  # noqa: F401  (each section's demo data registers)
+    from webadmin.services.sms_fallback import register_funnel_stages
+
+    register_funnel_stages()  # the campaign funnel's SMS stages
     import webadmin.tasks  # noqa: F401  (tasks register on the queue)
 
 

@@ -62,7 +62,7 @@ def test_watch_a_fallback_happen(page, live_app, artifacts):
     page.check("input[name=sms_fallback]")
     page.fill("input[name=sms_after]", "1")
     page.wait_for_function("document.querySelector('#compose-sms-counts strong')?.textContent === '2'")
-    assert "1 of the 3 have no phone number" in page.inner_text("#compose-sms-counts")
+    assert "1 of the 3 have no usable phone number" in page.inner_text("#compose-sms-counts")
     page.wait_for_function("document.querySelector('#compose-sms-text')?.textContent.includes('https://nibs.example')")
     assert "(GSM-7)" in page.inner_text("#compose-sms-text")
     page.fill("textarea[name=sms_text]", "Zażółć gęślą jaźń — " * 4)

@@ -132,3 +132,28 @@ def live_fake() -> Iterator[FakeServer]:
     """A fake SMS provider on 127.0.0.1."""
     with LiveFake() as server:
         yield server
+
+
+def set_halted(halted: bool) -> None:
+    """Halt or resume the SMS channel (as a refused token and an admin's fix would)."""
+    from sqlalchemy import update
+
+    db.session.execute(update(SmsChannel).values(halted=halted))
+    db.session.commit()
+
+
+@pytest.fixture
+def smsapi(live_fake):
+    """A stateful fake SMSAPI account on the live fake server."""
+    from tests.sms.fake_smsapi import FakeSmsapi
+
+    return FakeSmsapi(live_fake, SMSAPI_TOKEN)
+
+
+SMSAPI_TOKEN = "smsapi-account-token-0123456789"
+
+
+def smsapi_channel(sms_channel, fake: FakeServer, **options: Any) -> SmsChannel:
+    """An SMSAPI channel pointed at a fake."""
+    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 5.0, **options},
+                       token=SMSAPI_TOKEN, account="smsapi.pl")

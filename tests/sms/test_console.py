@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.conftest import csrf_token_from
 from tests.factories import make_device, make_subscriber
 from tests.providers.fakes import Recorded, reply
 from webadmin.extensions import db
+from webadmin.models.audience import Subscriber
 from webadmin.models.audit import AuditEvent
 from webadmin.models.campaign import Campaign
 from webadmin.models.sms import SmsChannel
@@ -210,6 +211,50 @@ def test_the_sms_preview_counts_phones_and_parts(client, login_as, sms_channel):
     client.post("/logout")
     login_as(Role.VIEWER)
     assert client.get("/compose/sms-preview", query_string=args).status_code == 403
+
+
+def test_the_preview_counts_only_numbers_an_sms_can_reach(client, login_as, sms_channel):
+    from webadmin.models.sms import SmsBlock
+
+    sms_channel()
+    push_app = _nibs()  # a and c have numbers, b has none
+    for key, phone in (("d@example.com", "0048500100"), ("e@example.com", "+48500100005")):
+        make_device(push_app, make_subscriber(key, phone=phone), "android")
+    db.session.execute(update(Subscriber).where(Subscriber.subscriber_key == "d@example.com").values(phone="500 100"))
+    e = db.session.scalar(select(Subscriber).where(Subscriber.subscriber_key == "e@example.com"))
+    db.session.add(SmsBlock(subscriber_id=e.id, phone="+48500100005", reason="opted_out"))
+    db.session.commit()
+    login_as(Role.MARKETER)
+    html = client.get("/compose/sms-preview", query_string=_compose_form(push_app)).get_data(as_text=True)
+    # d's number is not E.164 and e replied STOP earlier: neither counts as reachable.
+    assert "<strong>2</strong> subscriber(s) would get an SMS" in html and "<strong>3</strong> of the 5" in html
+    assert "no usable phone number" in html
+
+
+def test_an_admin_sets_the_apps_web_address_and_compose_uses_it(client, login_as, sms_channel):
+    from webadmin.models.app import App
+
+    sms_channel()
+    push_app = _nibs()
+    login_as(Role.ADMIN)
+    form = {"name": "Nibs", "platforms": ["android", "ios", "web"], "deep_link_scheme": "nibs"}
+    for bad in ("http://nibs.example", "https://user:pw@nibs.example", "https://nibs.example/?q=1", "nibs://x"):
+        page = client.post(f"/settings/apps/{push_app.id}/edit", data=form | {"web_link_base": bad})
+        assert page.status_code == 200 and "The web address" in page.get_data(as_text=True), bad
+        db.session.expire_all()
+        assert db.session.get(App, push_app.id).web_link_base is None
+    saved = client.post(f"/settings/apps/{push_app.id}/edit", data=form | {"web_link_base": "https://nibs.example/"})
+    assert saved.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(App, push_app.id).web_link_base == "https://nibs.example"
+    assert "<code>https://nibs.example</code>" in client.get(f"/settings/apps/{push_app.id}").get_data(as_text=True)
+    [event] = _audit("app.update")
+    assert event.detail["web_link_base"] == [None, "https://nibs.example"]
+    client.post("/logout")
+    login_as(Role.MARKETER)
+    args = _compose_form(push_app, open_direct="nibs://offers/1")
+    html = client.get("/compose/sms-preview", query_string=args).get_data(as_text=True)
+    assert "Half price today https://nibs.example/offers/1</span>" in html
 
 
 def test_key_rotation_re_encrypts_the_sms_channel(app, runner, client, login_as):

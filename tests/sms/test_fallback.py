@@ -67,7 +67,8 @@ def test_exactly_the_non_openers_with_phones_get_one_sms_each(push_app, sms_chan
     assert sorted(to for _, _, to in delivered) == ["+48500100002", "+48500100003"]  # Carol once, not per device
     assert sorted(u for u, _, _ in delivered) == sorted([by_name["bob"].uuid, by_name["carol"].uuid])
 
-    assert tick(later(minutes=30)) == {"recovered": 0, "cancelled": 0, "created": 0, "send_tasks": 0, "scheduled": 0}
+    assert tick(later(minutes=30)) == {"recovered": 0, "expired": 0, "cancelled": 0, "created": 0, "send_tasks": 0,
+                                       "scheduled": 0}
     assert len(journal_lines(journal)) == 2 and len(sms_rows(campaign.id)) == 4
     assert fresh(campaign).sms_fallback_done_at is not None
     assert sms_fallback.funnel_rows(campaign.id) == [
@@ -80,9 +81,26 @@ def test_the_sms_text_defaults_to_the_push_text_and_its_https_link(push_app, sms
     make_device(push_app, make_subscriber(phone="+48500100002"))
     campaign = send_campaign(push_app)
     assert campaign.sms_fallback_text == f"Half price today {LINK}"
-    assert sms_fallback.default_text("Hi", "nibs://offers/1") == "Hi"  # an app link cannot open from an SMS
+    assert sms_fallback.default_text("Hi", "nibs://offers/1", push_app) == "Hi"  # no web address: no link
     tick(later())
     assert [r.state for r in sms_rows(campaign.id)] == ["DEBUG"]
+
+
+def test_an_app_link_becomes_a_web_link_under_the_apps_web_address(push_app, sms_channel):
+    sms_channel()
+    push_app.web_link_base = "https://nibs.example"
+    db.session.commit()
+    text = sms_fallback.default_text
+    assert text("Hi", "nibs://offers/1", push_app) == "Hi https://nibs.example/offers/1"
+    assert text("Hi", "offers/1?ref=sms#top", push_app) == "Hi https://nibs.example/offers/1?ref=sms#top"
+    assert text("Hi", "https://shop.example/x", push_app) == "Hi https://shop.example/x"
+    assert text("Hi", "other://offers/1", push_app) == "Hi"  # another app's scheme is no link of this app
+    assert text("Hi", "javascript:alert(1)", push_app) == "Hi"
+    assert text("Hi", "nibs://offers/1") == "Hi"  # without the app nothing maps it
+    draft = campaigns.CampaignDraft(app_id=push_app.id, text="Half price", open_direct="nibs://offers/7",
+                                    sms_fallback_seconds=600)
+    sms_fallback.apply_to_draft(draft)
+    assert draft.sms_fallback_text == "Half price https://nibs.example/offers/7"
 
 
 def _half_sent(app, push_app, people: int = 4) -> Campaign:
@@ -271,3 +289,17 @@ def test_a_window_ending_before_the_next_minute_gets_a_run_of_its_own(push_app, 
     window_end = campaign.started_at.replace(tzinfo=None) + timedelta(seconds=60)  # Huey keeps naive UTC etas
     assert task.eta == window_end + timedelta(seconds=5)  # a few seconds later, for pushes sent after the start
     huey.flush()
+
+
+def test_the_app_factory_registers_the_funnel_stages_once(tmp_path):
+    from tests.conftest import build_app
+    from webadmin.services import analytics
+
+    saved = list(analytics.FUNNEL_EXTRAS)
+    analytics.FUNNEL_EXTRAS.clear()  # as in a process where no console module was imported yet
+    try:
+        for name in ("a", "b"):
+            build_app(f"sqlite:///{tmp_path / name}.sqlite3", tmp_path)
+        assert analytics.FUNNEL_EXTRAS == [sms_fallback.funnel_extra]
+    finally:
+        analytics.FUNNEL_EXTRAS[:] = saved

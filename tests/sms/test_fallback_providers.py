@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from tests.factories import make_device, make_subscriber
 from tests.providers.fakes import Recorded, raw, reply, sleep
-from tests.sms.conftest import fresh, later, send_campaign, sms_rows
+from tests.sms.conftest import fresh, later, send_campaign, set_halted, sms_rows, smsapi_channel
 from webadmin.extensions import db
 from webadmin.models.sms import SmsChannel, SmsMessage
 from webadmin.models.types import utcnow
@@ -34,7 +35,7 @@ def by_number(table: dict[str, object], default=accepted):
 
 
 def _smsapi(sms_channel, fake, **options) -> SmsChannel:
-    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 1.0, **options},
+    return sms_channel("smsapi", sender="Nibs", options={"endpoint": fake.url, "timeout": 5.0, **options},
                        token=TOKEN, account="smsapi.pl")
 
 
@@ -101,7 +102,7 @@ def test_5xx_retries_until_the_attempt_ceiling_then_fails(app, push_app, sms_cha
     [row] = sms_rows(campaign.id)
     assert (row.state, row.attempts) == ("ERROR", 3) and "gave up after 3 attempts" in row.error
     assert TOKEN not in row.error and "token=••••" in row.error
-    assert len(live_fake.calls("/sms.do")) == 3
+    assert len(live_fake.calls("/sms.do")) == 3, row.error
     assert dict(sms_fallback.funnel_rows(campaign.id))["SMS fallback failed"] == 1
 
 
@@ -130,10 +131,9 @@ def test_refused_credentials_halt_the_channel_and_release_the_rows(push_app, sms
     assert live_fake.calls("/sms.do")[-1].headers["Authorization"] == "Bearer a-new-token"
 
 
-def test_a_timeout_is_retried_with_smsapi_whose_idx_refuses_a_duplicate(app, push_app, sms_channel, live_fake):
-    duplicate = reply({"error": 53, "message": "Not unique idx parameter"})
-    live_fake.route("POST", "/sms.do", sleep(2, accepted), duplicate)
-    _smsapi(sms_channel, live_fake, timeout=0.3)
+def test_a_timeout_is_retried_with_smsapi_whose_idx_refuses_a_duplicate(push_app, sms_channel, smsapi):
+    smsapi.accept_delay = 2.0  # SMSAPI takes the SMS, but its answer comes after the client gave up
+    smsapi_channel(sms_channel, smsapi.server, timeout=0.3)
     _people(push_app, "+48500100002")
     campaign = send_campaign(push_app)
     tick(later())
@@ -143,6 +143,89 @@ def test_a_timeout_is_retried_with_smsapi_whose_idx_refuses_a_duplicate(app, pus
     tick(later())
     [row] = sms_rows(campaign.id)
     assert row.state == "SENT" and "accepted earlier" in row.error  # the provider had it: recorded, not re-sent
+    idx = row.uuid.replace("-", "")
+    assert smsapi.per_idx() == {idx: 1} and smsapi.refused_duplicates == [idx]
+
+
+def test_an_unknown_outcome_is_not_retried_once_smsapi_forgot_the_idx(app, push_app, sms_channel, smsapi):
+    app.config["ENGINE_MAX_AGE_HOURS"] = 72  # retries may go on for three days, SMSAPI's idx check lasts one
+    smsapi.accept_delay = 2.0
+    smsapi_channel(sms_channel, smsapi.server, timeout=0.3)
+    _people(push_app, "+48500100002")
+    campaign = send_campaign(push_app)
+    tick(later())
+    [row] = sms_rows(campaign.id)
+    assert row.state == "ERROR_RETRY" and "TIMEOUT" in row.error  # SMSAPI would refuse a duplicate today
+    db.session.execute(update(SmsMessage).values(created_at=utcnow() - timedelta(hours=25)))  # a day passes
+    _due_now()
+    assert send_pending().sent == 0  # not claimable: SMSAPI might take the retry as a new SMS now
+    assert tick(later())["expired"] == 1
+    [row] = sms_rows(campaign.id)
+    assert (row.state, row.attempts) == ("ERROR", 1) and row.error.startswith("too old to try again")
+    assert len(smsapi.deliveries) == 1 and smsapi.refused_duplicates == []
+
+
+def test_a_first_send_after_smsapis_window_is_not_retried_after_an_unknown_outcome(app, push_app, sms_channel,
+                                                                                   smsapi):
+    app.config["ENGINE_MAX_AGE_HOURS"] = 72
+    smsapi.accept_delay = 2.0
+    smsapi_channel(sms_channel, smsapi.server, timeout=0.3)
+    _people(push_app, "+48500100002")
+    campaign = send_campaign(push_app)
+    set_halted(True)
+    tick(later())
+    db.session.execute(update(SmsMessage).values(created_at=utcnow() - timedelta(hours=25)))  # held for a day
+    set_halted(False)
+    send_pending()
+    [row] = sms_rows(campaign.id)
+    assert (row.state, row.attempts) == ("ERROR", 1) and row.error.startswith("outcome unknown (TIMEOUT")
+    assert len(smsapi.deliveries) == 1
+
+
+def test_a_gateway_502_is_retried_with_smsapi(app, push_app, sms_channel, smsapi):
+    smsapi.fail_next(raw("<h1>502 Bad Gateway</h1>", status=502))
+    smsapi_channel(sms_channel, smsapi.server)
+    _people(push_app, "+48500100002")
+    campaign = send_campaign(push_app)
+    tick(later())
+    [row] = sms_rows(campaign.id)
+    assert row.state == "ERROR_RETRY" and "HTTP_502" in row.error
+    _due_now()
+    tick(later())
+    [row] = sms_rows(campaign.id)
+    assert (row.state, row.attempts) == ("SENT", 2) and smsapi.per_idx() == {row.uuid.replace("-", ""): 1}
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_twilio_5xx_that_may_follow_a_created_message_is_not_sent_again(push_app, sms_channel, live_fake, status):
+    path = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+    live_fake.route("POST", path, raw("<html><h1>Bad gateway</h1></html>", status=status),
+                    reply({"sid": "SM2", "status": "queued"}, status=201))
+    sms_channel("twilio", sender="+15005550006", options={"endpoint": live_fake.url},
+                account_sid=TWILIO_SID, auth_token="twilio-secret")
+    _people(push_app, "+48500100002")
+    campaign = send_campaign(push_app)
+    tick(later())
+    _due_now()
+    tick(later(minutes=10))
+    [row] = sms_rows(campaign.id)
+    assert (row.state, row.attempts) == ("ERROR", 1) and row.error.startswith(f"outcome unknown (HTTP_{status}")
+    assert "Twilio would not refuse a duplicate" in row.error and len(live_fake.calls(path)) == 1
+
+
+def test_a_twilio_503_is_retried(app, push_app, sms_channel, live_fake):
+    path = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+    live_fake.route("POST", path, raw("busy", status=503, headers={"Retry-After": "1"}),
+                    reply({"sid": "SM3", "status": "queued"}, status=201))
+    sms_channel("twilio", sender="+15005550006", options={"endpoint": live_fake.url},
+                account_sid=TWILIO_SID, auth_token="twilio-secret")
+    _people(push_app, "+48500100002")
+    campaign = send_campaign(push_app)
+    tick(later())
+    _due_now()
+    tick(later())
+    [row] = sms_rows(campaign.id)
+    assert (row.state, row.provider_message_id, row.attempts) == ("SENT", "SM3", 2)
 
 
 def test_a_timeout_is_not_retried_with_twilio_which_cannot_refuse_a_duplicate(push_app, sms_channel, live_fake):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import timedelta
 
 import pytest
 
-from webadmin.sms import backend_choices, create_backend, idempotent_types
+from webadmin.sms import backend_choices, create_backend, dedupe_windows
 from webadmin.sms.base import OutgoingSms
 from webadmin.sms.segments import count_segments
 
@@ -35,7 +36,7 @@ def test_parts(text: str, expected: tuple[str, int, int]) -> None:
 
 def test_registry_lists_debug_last_and_knows_which_providers_dedupe() -> None:
     assert [name for name, _ in backend_choices()] == ["smsapi", "twilio", "debug"]
-    assert idempotent_types() == ["smsapi"]
+    assert dedupe_windows() == {"smsapi": timedelta(hours=24)}  # SMSAPI's check_idx covers "the last 24h"
     with pytest.raises(KeyError, match="unknown SMS backend 'pigeon'"):
         create_backend("pigeon", {})
     assert "secret" not in repr(create_backend("smsapi", {"token": "secret"}))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from tests.providers.fakes import FakeServer, Recorded, Responder, free_port_url, raw, reply, sleep, truncated_json
+from tests.sms.fake_smsapi import FakeSmsapi
 from webadmin.providers.base import ChannelAuthError, ProviderOptions, ProviderUnavailable
 from webadmin.sms.base import OutgoingSms, SmsResult
 from webadmin.sms.smsapi import SmsapiBackend
@@ -70,10 +72,42 @@ def test_invalid_number_is_data_not_an_exception() -> None:
     assert "No correct phone numbers" in (result.error or "")
 
 
-def test_duplicate_idx_means_already_accepted() -> None:
-    duplicate = reply({"error": 53, "message": "Not unique idx parameter"})
-    _, [result] = asyncio.run(run([sms(1)], duplicate))
-    assert result.ok and "accepted earlier" in (result.error or "")
+async def against_account(*batches: list[OutgoingSms], token: str = TOKEN,
+                          **fake: Any) -> tuple[FakeSmsapi, list[list[SmsResult]]]:
+    """Send batches one after another through fresh backends to one stateful fake SMSAPI account."""
+    async with FakeServer() as srv:
+        account = FakeSmsapi(srv, TOKEN, **fake)
+        results = []
+        for batch in batches:
+            backend = SmsapiBackend({**CREDS, "token": token}, "Nibs", ProviderOptions(endpoint=srv.url, timeout=2.0))
+            try:
+                results.append(await backend.send_batch(batch))
+            finally:
+                await backend.close()
+        return account, results
+
+
+def test_a_repeated_idx_is_refused_by_smsapi_and_means_already_accepted() -> None:
+    first, other = sms(1), sms(2, to="+48500100201")
+    account, [[sent], [again, new]] = asyncio.run(against_account([first], [first, other]))
+    assert sent.ok and sent.provider_message_id == "fake-1" and sent.error is None
+    assert again.ok and again.provider_message_id is None and "error 53" in again.error
+    assert "accepted earlier" in again.error and new.ok
+    assert account.per_idx() == {first.uuid.replace("-", ""): 1, other.uuid.replace("-", ""): 1}
+    assert account.refused_duplicates == [first.uuid.replace("-", "")]
+
+
+def test_smsapi_forgets_an_idx_after_its_window_so_the_fallback_run_must_not_rely_on_it_later() -> None:
+    clock = iter([0.0, SmsapiBackend.dedupe_window.total_seconds() + 1]).__next__
+    message = sms(1)
+    account, [[sent], [again]] = asyncio.run(against_account([message], [message], clock=clock))
+    assert sent.ok and again.ok and again.error is None  # accepted as a new SMS: the phone got two
+    assert account.per_idx() == {message.uuid.replace("-", ""): 2}
+
+
+def test_a_wrong_bearer_token_is_refused_for_every_sms() -> None:
+    with pytest.raises(ChannelAuthError, match="Invalid authorization info"):
+        asyncio.run(against_account([sms(1), sms(2)], token="not-the-account-token"))
 
 
 def test_refused_token_raises_channel_auth_error() -> None:
@@ -94,15 +128,25 @@ def test_429_with_retry_after_is_retryable_with_the_delay() -> None:
     assert len(srv.calls("/sms.do")) == 1  # the backend itself never retries
 
 
-def test_5xx_is_retryable() -> None:
+def test_5xx_is_retryable_and_a_gateway_502_is_an_unknown_outcome() -> None:
     _, [result] = asyncio.run(run([sms(1)], raw("<h1>502 Bad Gateway</h1>", status=502)))
-    assert (result.retryable, result.error_code, result.unknown_outcome) == (True, "HTTP_502", False)
+    assert (result.retryable, result.error_code, result.unknown_outcome) == (True, "HTTP_502", True)
+    _, [busy] = asyncio.run(run([sms(1)], raw("<h1>503</h1>", status=503)))
+    assert (busy.retryable, busy.unknown_outcome) == (True, False)
+
+
+@pytest.mark.parametrize(("code", "message"), [(57, "The number is blacklisted for this user."),
+                                               (59, "Number is added to OptOut list")])
+def test_a_blacklisted_or_opted_out_number_is_an_opt_out_not_a_payload_error(code: int, message: str) -> None:
+    _, [result] = asyncio.run(run([sms(1)], reply({"error": code, "message": message})))
+    assert (result.ok, result.opted_out, result.payload_error, result.retryable) == (False, True, False, False)
+    assert result.error_code == f"SMSAPI_{code}"
 
 
 def test_timeout_is_an_unknown_outcome_that_smsapi_may_retry() -> None:
     _, [result] = asyncio.run(run([sms(1)], sleep(3, accepted), timeout=0.3))
     assert (result.error_code, result.retryable, result.unknown_outcome) == ("TIMEOUT", True, True)
-    assert SmsapiBackend.idempotent  # check_idx=1 makes the retry safe
+    assert SmsapiBackend.dedupe_window == timedelta(hours=24)  # check_idx=1 makes the retry safe for a day
 
 
 @pytest.mark.parametrize("answer", [raw("<html>ok</html>"), truncated_json(), reply({"count": 0, "list": []})])

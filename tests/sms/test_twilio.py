@@ -94,9 +94,12 @@ def test_429_with_retry_after() -> None:
     assert (result.retryable, result.retry_after, result.unknown_outcome) == (True, 7.0, False)
 
 
-def test_5xx_is_retryable() -> None:
-    _, [result] = asyncio.run(run([sms(1)], raw("upstream error", status=503)))
-    assert (result.retryable, result.error_code) == (True, "HTTP_503")
+def test_503_is_retryable_but_500_502_504_may_come_after_twilio_created_the_message() -> None:
+    _, [busy] = asyncio.run(run([sms(1)], raw("upstream error", status=503)))
+    assert (busy.retryable, busy.error_code, busy.unknown_outcome) == (True, "HTTP_503", False)
+    for status in (500, 502, 504):
+        _, [result] = asyncio.run(run([sms(1)], raw("<h1>Bad gateway</h1>", status=status)))
+        assert (result.error_code, result.unknown_outcome) == (f"HTTP_{status}", True)
 
 
 def test_timeout_and_reset_are_unknown_outcomes_and_twilio_cannot_dedupe() -> None:
@@ -104,7 +107,7 @@ def test_timeout_and_reset_are_unknown_outcomes_and_twilio_cannot_dedupe() -> No
     _, [dropped] = asyncio.run(run([sms(1)], reset()))
     assert (timed_out.error_code, timed_out.unknown_outcome) == ("TIMEOUT", True)
     assert (dropped.error_code, dropped.unknown_outcome) == ("CONNECTION_ERROR", True)
-    assert not TwilioBackend.idempotent  # so the fallback run does not send these again
+    assert TwilioBackend.dedupe_window is None  # so the fallback run does not send these again
 
 
 def test_malformed_answers() -> None:

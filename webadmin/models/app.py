@@ -18,7 +18,8 @@ API_KEY_PREFIX = "wa_"
 
 
 class App(db.Model):
-    """A mobile or web app: its platforms and its deep-link scheme (e.g. `nibs://`)."""
+    """A mobile or web app: its platforms, its deep-link scheme (e.g. `nibs://`) and the https address its app links
+    also open at (`web_link_base`, e.g. https://nibs.example: an SMS links nibs://offers/1 as …/offers/1)."""
 
     __tablename__ = "apps"
 
@@ -26,6 +27,7 @@ class App(db.Model):
     name: Mapped[str] = mapped_column(String(120), unique=True)
     platforms: Mapped[list[str]] = mapped_column(JSON, default=lambda: list(PLATFORMS))
     deep_link_scheme: Mapped[str | None] = mapped_column(String(40))  # without "://"
+    web_link_base: Mapped[str | None] = mapped_column(String(200))  # https only, no trailing slash
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="app", cascade="all, delete-orphan")

@@ -63,10 +63,12 @@ class Campaign(db.Model):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # SMS fallback (webadmin/sms/fallback.py): subscribers who open none of their pushes within this many seconds
-    # get one SMS with this text; done_at is set once no subscriber can become due any more.
+    # get one SMS with this text; done_at is set once no subscriber can become due any more; stopped_at when a
+    # marketer stopped the fallback (services.sms_fallback.stop): nothing more is made or sent.
     sms_fallback_seconds: Mapped[int | None] = mapped_column()
     sms_fallback_text: Mapped[str | None] = mapped_column(Text)
     sms_fallback_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sms_fallback_stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     # Progress counters, kept current by the engine in the same transaction as the rows they count.
     targeted: Mapped[int] = mapped_column(default=0)

@@ -27,7 +27,10 @@ class SmsState(enum.StrEnum):
 
 
 SMS_PENDING_STATES = (SmsState.WAITING.value, SmsState.ERROR_RETRY.value)
-SKIP_REASONS = ("no_phone", "opted_out", "invalid_number")
+# no_phone, opted_out and invalid_number are counted in the funnel; opened (a push opened before the SMS went) and
+# deleted (the subscriber was deleted before it went) are shown on the rows only.
+SKIP_REASONS = ("no_phone", "opted_out", "invalid_number", "opened", "deleted")
+BLOCK_REASONS = ("invalid_number", "opted_out")
 # Rows the fallback run still works on: only these are in the partial index, however many were sent.
 _ACTIVE_SQL = text("state IN ('WAITING', 'ERROR_RETRY', 'SENDING')")
 
@@ -77,3 +80,18 @@ class SmsMessage(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SmsBlock(db.Model):
+    """A subscriber's number the SMS provider refused (invalid, or the recipient replied STOP): no fallback goes to
+    it again. It applies while the subscriber's phone is still `phone`, so a changed number lifts it wherever the
+    change comes from (API, CSV import, console)."""
+
+    __tablename__ = "sms_blocks"
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(16))  # one of BLOCK_REASONS
+    detail: Mapped[str | None] = mapped_column(String(500))  # the provider's answer (redacted)
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"))
+    blocked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

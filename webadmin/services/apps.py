@@ -13,6 +13,7 @@ from webadmin.models.app import PLATFORMS, ApiKey, App, hash_api_key
 from webadmin.models.types import utcnow
 from webadmin.models.user import User
 from webadmin.services import ServiceError, audit
+from webadmin.services.deep_links import normalize_web_link_base
 
 SCHEME_PATTERN = re.compile(r"^[a-z][a-z0-9+.-]{0,39}$")
 # Schemes a push must never open through a deep link: the web, script and local-file ones.
@@ -81,31 +82,35 @@ def get_app(app_id: int) -> App | None:
     return db.session.get(App, app_id)
 
 
-def create_app(name: str, platforms: Sequence[str], scheme: str | None, *, actor: User | str | None) -> App:
+def create_app(name: str, platforms: Sequence[str], scheme: str | None, *, actor: User | str | None,
+               web_link_base: str | None = None) -> App:
     """Add an app (validated, audited, committed)."""
     app = App(
         name=_normalize_name(name),
         platforms=normalize_platforms(platforms),
         deep_link_scheme=normalize_scheme(scheme),
+        web_link_base=normalize_web_link_base(web_link_base),
     )
     db.session.add(app)
     db.session.flush()
     audit.record(
         "app.create", actor=actor, obj=("app", app.id), name=app.name, platforms=app.platforms,
-        scheme=app.deep_link_scheme,
+        scheme=app.deep_link_scheme, web_link_base=app.web_link_base,
     )
     db.session.commit()
     return app
 
 
 def update_app(
-    app: App, name: str, platforms: Sequence[str], scheme: str | None, *, actor: User | str | None
+    app: App, name: str, platforms: Sequence[str], scheme: str | None, *, actor: User | str | None,
+    web_link_base: str | None = None,
 ) -> None:
-    """Change an app's name, platforms or scheme; the audit row lists what changed."""
+    """Change an app's name, platforms, scheme or web address (None clears it); the audit row lists what changed."""
     new = {
         "name": _normalize_name(name, current=app),
         "platforms": normalize_platforms(platforms),
         "deep_link_scheme": normalize_scheme(scheme),
+        "web_link_base": normalize_web_link_base(web_link_base),
     }
     changes = {field: [getattr(app, field), value] for field, value in new.items() if getattr(app, field) != value}
     if not changes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -42,9 +43,9 @@ def backend_choices() -> list[tuple[str, str]]:
     return sorted(((name, cls.label) for name, cls in BACKENDS.items()), key=lambda c: (c[0] == "debug", c[1]))
 
 
-def idempotent_types() -> list[str]:
-    """Backends whose provider refuses a repeated SMS (safe to retry after an unknown outcome)."""
-    return sorted(name for name, cls in BACKENDS.items() if cls.idempotent)
+def dedupe_windows() -> dict[str, timedelta]:
+    """Backend type → how long its provider refuses a repeated SMS (only backends that do)."""
+    return {name: cls.dedupe_window for name, cls in BACKENDS.items() if cls.dedupe_window is not None}
 
 
-__all__ = ["BACKENDS", "backend_choices", "backend_class", "create_backend", "idempotent_types", "sms_options"]
+__all__ = ["BACKENDS", "backend_choices", "backend_class", "create_backend", "dedupe_windows", "sms_options"]

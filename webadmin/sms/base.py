@@ -6,6 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -47,7 +48,7 @@ class SmsResult:
     error: str | None = None
     retryable: bool = False
     # The request may have reached the provider (timeout, dropped connection, unreadable 2xx): re-sending could
-    # deliver it twice, so the fallback run retries it only with a backend that deduplicates (`idempotent`).
+    # deliver it twice, so the fallback run retries it only within a backend's `dedupe_window`.
     unknown_outcome: bool = False
     invalid_number: bool = False  # skipped and counted, like a dead push token
     opted_out: bool = False  # the recipient unsubscribed at the provider (e.g. replied STOP)
@@ -63,9 +64,9 @@ class SmsBackend(ABC):
     label: ClassVar[str]
     credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
     sender_help: ClassVar[str] = ""
-    # True when the provider refuses a second SMS with the same idempotency key, so a retry after an unknown
-    # outcome cannot deliver twice.
-    idempotent: ClassVar[bool] = False
+    # How long the provider refuses a second SMS with the same idempotency key (None: it never does). Within it a
+    # retry after an unknown outcome cannot deliver twice; after it, or without one, such an SMS is not sent again.
+    dedupe_window: ClassVar[timedelta | None] = None
 
     def __init__(self, credentials: dict[str, Any], sender: str | None = None,
                  options: ProviderOptions | None = None, session: aiohttp.ClientSession | None = None) -> None:
@@ -158,8 +159,14 @@ def malformed_result(sms_id: int, answer: _http.Answer) -> SmsResult:
                      error=f"malformed answer from provider: {answer.describe()}")
 
 
+# A 500, or a 502/504 from a gateway in front of the provider, can come after the provider accepted the SMS: its
+# outcome is unknown. 429 and 503 say the request was not taken.
+MAYBE_ACCEPTED = frozenset({500, 502, 504})
+
+
 def throttled_result(sms_id: int, answer: _http.Answer, code: str) -> SmsResult:
-    """429 or 5xx: retried later, never before the provider's Retry-After."""
+    """429 or 5xx: retried later, never before the provider's Retry-After (500/502/504: the outcome is unknown)."""
     retry_after = _http.parse_retry_after(answer.headers.get("Retry-After"))
     return SmsResult(sms_id, ok=False, error_code=code, retryable=True, retry_after=retry_after,
+                     unknown_outcome=answer.status in MAYBE_ACCEPTED,
                      error=f"provider busy or failing: {answer.describe()}")

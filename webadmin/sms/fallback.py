@@ -3,16 +3,21 @@ then claim → send → record them at most once, like the push engine.
 
 - **Make** (`materialize`): one INSERT … SELECT … ON CONFLICT DO NOTHING per due campaign. A subscriber (the push
   messages' `recipient`) is due when at least one of their messages was accepted (SENT/DEBUG), none is opened or
-  still pending, and the last one went out at least the window ago. Subscribers without a phone number or opted
-  out get a SKIPPED row, so they are counted. The unique (campaign_id, subscriber_id) makes repeated and concurrent
-  runs harmless. A cancelled campaign gets no new rows and its waiting rows are stopped.
-- **Claim** (`claim`): WAITING/ERROR_RETRY rows that are due become SENDING with a lease (PostgreSQL: FOR UPDATE
-  SKIP LOCKED, so workers claim disjoint rows; SQLite: the single UPDATE is a short write transaction).
-- **Send**: one batch through the SMS channel's backend; a subscriber who opened a push meanwhile is skipped.
-- **Record**: every update is fenced on the lease and state SENDING, so a worker presumed dead changes nothing.
+  still pending, and the last one went out at least the window ago. Subscribers without a phone number, with one
+  that is not E.164, with a number the provider refused before (`sms_blocks`) or opted out get a SKIPPED row, so
+  they are counted. The unique (campaign_id, subscriber_id) makes repeated and concurrent runs harmless. A cancelled
+  campaign or a stopped fallback gets no new rows and its waiting rows are ended.
+- **Claim** (`claim`): WAITING/ERROR_RETRY rows that are due, and younger than the retry policy's age ceiling,
+  become SENDING with a lease (PostgreSQL: FOR UPDATE SKIP LOCKED, so workers claim disjoint rows; SQLite: the
+  single UPDATE is a short write transaction). Older ones end as ERROR "too old" in the periodic run.
+- **Send**: one batch through the SMS channel's backend, to the subscriber's phone as it is *now*; a subscriber who
+  was deleted, opted out, opened a push, lost their number or whose number got blocked meanwhile is skipped.
+- **Record**: every update is fenced on the lease and state SENDING, so a worker presumed dead changes nothing. A
+  number the provider refused as invalid or opted out (STOP) is blocked for later campaigns.
 - **At most once**: a SENDING row whose lease expired (its worker died mid-send) may already be on a phone. It is
-  retried only with a backend whose provider refuses duplicates (SMSAPI's idx + check_idx); otherwise it ends as
-  ERROR "worker lost". Likewise a timeout is retried only with such a backend.
+  retried only with a backend whose provider refuses duplicates (SMSAPI's idx + check_idx), within the time the
+  provider remembers the key; otherwise it ends as ERROR "worker lost". Likewise an unknown outcome (a timeout, a
+  dropped connection, a 500/502/504) is retried only then.
 """
 
 from __future__ import annotations
@@ -26,7 +31,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import String, and_, bindparam, case, cast, exists, func, literal, literal_column, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from webadmin.crypto import decrypt_credentials
@@ -34,12 +53,12 @@ from webadmin.extensions import db
 from webadmin.models.audience import Subscriber
 from webadmin.models.campaign import Campaign, CampaignStatus
 from webadmin.models.message import PENDING_STATES, Message, MessageState
-from webadmin.models.sms import SMS_PENDING_STATES, SmsChannel, SmsMessage, SmsState
+from webadmin.models.sms import SMS_PENDING_STATES, SmsBlock, SmsChannel, SmsMessage, SmsState
 from webadmin.models.types import UTCDateTime, utcnow
 from webadmin.providers.base import ChannelAuthError, ProviderError
 from webadmin.sending.retry import RetryPolicy
 from webadmin.sending.runtime import worker_runtime
-from webadmin.sms import create_backend, idempotent_types, sms_options
+from webadmin.sms import create_backend, dedupe_windows, sms_options
 from webadmin.sms.base import OutgoingSms, SmsBackend, SmsResult
 
 log = logging.getLogger(__name__)
@@ -56,6 +75,11 @@ _PENDING = [literal_column(f"'{state}'") for state in SMS_PENDING_STATES]
 _SENDING = literal_column(f"'{SmsState.SENDING.value}'")
 WORKER_LOST_RETRY = "worker lost while sending; retried (the provider refuses a duplicate)"
 WORKER_LOST = "worker lost while sending: the SMS may have gone out, so it is not sent again"
+CAMPAIGN_CANCELLED = "campaign cancelled"
+FALLBACK_CANCELLED = "fallback cancelled"
+TOO_OLD = "too old: not sent within {age} of its window ending (held by a halted channel or retries)"
+TOO_OLD_TO_RESEND = ("too old to try again: an earlier attempt may have gone out, and the provider refuses a "
+                     "duplicate only within {window}")
 
 
 def _config(name: str, default: Any) -> Any:
@@ -75,16 +99,25 @@ def current_channel() -> SmsChannel | None:
     return db.session.scalar(select(SmsChannel).order_by(SmsChannel.id).limit(1))
 
 
+def valid_phone(column: Any) -> Any:
+    """SQL for "this column holds an E.164 number" (PHONE), without a Python function per row on SQLite."""
+    if db.engine.dialect.name == "postgresql":
+        return column.op("~", is_comparison=True)(PHONE.pattern)
+    return and_(column.op("GLOB", is_comparison=True)("+[1-9]*"),
+                column.op("NOT GLOB", is_comparison=True)("+*[^0-9]*"), func.length(column).between(8, 16))
+
+
 # ---------------------------------------------------------------------------------------------------- the run
 
 
 def tick(now: datetime | None = None) -> dict[str, int]:
-    """One run: recover stranded rows, stop cancelled ones, make due rows, queue sending, time the next run.
+    """One run: recover stranded rows, end stale and cancelled ones, make due rows, queue sending, time the next run.
 
     `now` defaults to the clock; tests pass a later time instead of waiting for a window to pass.
     """
     now = now or utcnow()
-    report = {"recovered": recover_stranded(now), "cancelled": stop_cancelled(now), "created": materialize_due(now)}
+    report = {"recovered": recover_stranded(now), "expired": expire_stale(now), "cancelled": stop_cancelled(now),
+              "created": materialize_due(now)}
     report["send_tasks"] = enqueue_sends()
     report["scheduled"] = schedule_upcoming(now)
     return report
@@ -158,20 +191,26 @@ def _due_recipients(campaign_id: int, cutoff: datetime) -> Any:
 
 def _insert_due(campaign_id: int, cutoff: datetime, now: datetime) -> Any:
     """INSERT … SELECT … ON CONFLICT (campaign_id, subscriber_id) DO NOTHING of the due subscribers."""
-    s, t = Subscriber.__table__, SmsMessage.__table__
+    s, t, b, c = Subscriber.__table__, SmsMessage.__table__, SmsBlock.__table__, Campaign.__table__
     due = _due_recipients(campaign_id, cutoff)
     no_phone = (s.c.phone.is_(None)) | (s.c.phone == "")
-    state = case((s.c.opted_out.is_(True), SmsState.SKIPPED.value), (no_phone, SmsState.SKIPPED.value),
-                 else_=SmsState.WAITING.value)
-    reason = case((s.c.opted_out.is_(True), "opted_out"), (no_phone, "no_phone"), else_=literal(None, String))
+    skips = [(s.c.opted_out.is_(True), literal("opted_out")), (no_phone, literal("no_phone")),
+             (~valid_phone(s.c.phone), literal("invalid_number")), (b.c.reason.is_not(None), b.c.reason)]
+    reason = case(*skips, else_=literal(None, String))
+    state = case((reason.is_not(None), SmsState.SKIPPED.value), else_=SmsState.WAITING.value)
+    error = case((b.c.reason.is_not(None) & ~s.c.opted_out.is_(True), literal("refused earlier: ") + b.c.detail),
+                 else_=literal(None, String))
+    live = ~exists(select(c.c.id).where(c.c.id == campaign_id, c.c.sms_fallback_stopped_at.is_not(None)))
     rows = (
-        select(_uuid_sql(), literal(campaign_id), s.c.id, s.c.phone, state, reason, literal(0),
+        select(_uuid_sql(), literal(campaign_id), s.c.id, s.c.phone, state, reason, error, literal(0),
                literal(now, UTCDateTime))
-        .select_from(s.join(due, due.c.key == s.c.subscriber_key))
-        .where(s.c.id.is_not(None))  # SQLite: INSERT … SELECT with an upsert needs a WHERE to parse
+        .select_from(s.join(due, due.c.key == s.c.subscriber_key)
+                     .outerjoin(b, and_(b.c.subscriber_id == s.c.id, b.c.phone == s.c.phone)))
+        .where(live)  # a fallback stopped while this run was under way gets nothing (also: SQLite needs a WHERE)
     )
     dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    columns = ["uuid", "campaign_id", "subscriber_id", "phone", "state", "skip_reason", "attempts", "created_at"]
+    columns = ["uuid", "campaign_id", "subscriber_id", "phone", "state", "skip_reason", "error", "attempts",
+               "created_at"]
     return (dialect.insert(t).from_select(columns, rows)
             .on_conflict_do_nothing(index_elements=["campaign_id", "subscriber_id"])
             .execution_options(preserve_rowcount=True))
@@ -194,11 +233,19 @@ def _mark_done(campaign_id: int, now: datetime) -> None:
                        .values(sms_fallback_done_at=now, updated_at=c.c.updated_at))
 
 
+def _dedupe_possible(now: datetime, max_age: timedelta) -> Any:
+    """SQL: the row's backend refuses a duplicate of it still (a row's first send is never before its created_at,
+    so a row younger than the provider's window was first sent within it)."""
+    t = SmsMessage.__table__
+    within = [and_(t.c.backend == name, t.c.created_at > literal(now - min(window, max_age), UTCDateTime))
+              for name, window in dedupe_windows().items()]
+    return or_(*within) if within else false()
+
+
 def recover_stranded(now: datetime) -> int:
     """SENDING rows whose lease expired: retried with a deduplicating provider, otherwise ended (at most once)."""
     t, policy = SmsMessage.__table__, retry_policy()
-    retry = and_(t.c.backend.in_(idempotent_types()), t.c.attempts < policy.max_attempts,
-                 t.c.created_at > literal(now - policy.max_age, UTCDateTime))
+    retry = and_(_dedupe_possible(now, policy.max_age), t.c.attempts < policy.max_attempts)
     recovered = db.session.execute(
         update(t)
         .where(t.c.state.in_([_SENDING]), t.c.lease_until < literal(now, UTCDateTime))
@@ -213,26 +260,60 @@ def recover_stranded(now: datetime) -> int:
     return recovered
 
 
+def _resend_unsafe(now: datetime) -> Any:
+    """SQL: a row already tried through a provider that deduplicates, older than the provider's window. Its earlier
+    attempt may have been an unknown outcome, and a retry now could reach the phone twice."""
+    t = SmsMessage.__table__
+    old = [and_(t.c.backend == name, t.c.created_at <= literal(now - window, UTCDateTime))
+           for name, window in dedupe_windows().items()]
+    return and_(t.c.attempts > 0, or_(*old)) if old else false()
+
+
+def expire_stale(now: datetime) -> int:
+    """Waiting rows older than the retry policy's age ceiling end as ERROR "too old" (a halt held them that long),
+    and so do retries the provider could no longer tell from the first attempt."""
+    t, max_age = SmsMessage.__table__, retry_policy().max_age
+    expired = end_pending(t.c.created_at <= literal(now - max_age, UTCDateTime), TOO_OLD.format(age=max_age), now)
+    for name, window in dedupe_windows().items():
+        expired += end_pending(and_(t.c.backend == name, _resend_unsafe(now)), TOO_OLD_TO_RESEND.format(window=window),
+                               now)
+    db.session.commit()
+    if expired:
+        log.warning("SMS fallback: %s waiting row(s) older than %s ended as too old", expired, max_age)
+    return expired
+
+
 def stop_cancelled(now: datetime) -> int:
-    """Waiting rows of cancelled campaigns end as ERROR "campaign cancelled" (rows in flight finish)."""
+    """Waiting rows of cancelled campaigns and of stopped fallbacks end as ERROR (rows in flight finish)."""
     t, c = SmsMessage.__table__, Campaign.__table__
-    cancelled = select(c.c.id).where(c.c.status == S.CANCELLED.value)
-    stopped = db.session.execute(
-        update(t).where(t.c.state.in_(_PENDING), t.c.campaign_id.in_(cancelled))
-        .values(state=SmsState.ERROR.value, error="campaign cancelled", changed_at=now)
-    ).rowcount or 0
+    stopped = 0
+    for condition, reason in ((c.c.status == S.CANCELLED.value, CAMPAIGN_CANCELLED),
+                              (c.c.sms_fallback_stopped_at.is_not(None), FALLBACK_CANCELLED)):
+        stopped += end_pending(t.c.campaign_id.in_(select(c.c.id).where(condition)), reason, now)
     db.session.commit()
     return stopped
 
 
+def end_pending(condition: Any, reason: str, now: datetime) -> int:
+    """End the WAITING/ERROR_RETRY rows matching a condition as ERROR with a reason (not committed)."""
+    t = SmsMessage.__table__
+    return db.session.execute(
+        update(t).where(t.c.state.in_(_PENDING), condition)
+        .values(state=SmsState.ERROR.value, error=reason, next_attempt_at=None, changed_at=now)
+    ).rowcount or 0
+
+
 def _claimable(now: datetime) -> Any:
     """The WHERE clause of rows a worker may claim now."""
-    t, c = SmsMessage.__table__, Campaign.__table__
+    t, c, policy = SmsMessage.__table__, Campaign.__table__, retry_policy()
+    sending = select(c.c.id).where(c.c.status.in_(SEND_STATUSES), c.c.sms_fallback_stopped_at.is_(None))
     return and_(
         t.c.state.in_(_PENDING),
         (t.c.next_attempt_at.is_(None)) | (t.c.next_attempt_at <= literal(now, UTCDateTime)),
-        t.c.attempts < retry_policy().max_attempts,
-        t.c.campaign_id.in_(select(c.c.id).where(c.c.status.in_(SEND_STATUSES))),
+        t.c.attempts < policy.max_attempts,
+        t.c.created_at > literal(now - policy.max_age, UTCDateTime),  # older ones are stale: expire_stale ends them
+        ~_resend_unsafe(now),
+        t.c.campaign_id.in_(sending),
     )
 
 
@@ -279,7 +360,8 @@ class ClaimedSms:
     id: int
     uuid: str
     campaign_id: int
-    phone: str | None
+    subscriber_id: int | None
+    phone: str | None  # the number when the row was made; send_batch replaces it with the subscriber's current one
     attempts: int
     created_at: datetime
 
@@ -297,7 +379,7 @@ def claim(limit: int, lease_seconds: float, backend: str) -> tuple[datetime, lis
         update(t).where(t.c.id.in_(ready.scalar_subquery()))
         .values(state=SmsState.SENDING.value, lease_until=lease, attempts=t.c.attempts + 1, backend=backend,
                 changed_at=now)
-        .returning(t.c.id, t.c.uuid, t.c.campaign_id, t.c.phone, t.c.attempts, t.c.created_at)
+        .returning(t.c.id, t.c.uuid, t.c.campaign_id, t.c.subscriber_id, t.c.phone, t.c.attempts, t.c.created_at)
     )
     rows = [ClaimedSms(*row) for row in db.session.execute(statement)]
     db.session.commit()
@@ -361,15 +443,16 @@ def send_batch(channel_id: int, backend: SmsBackend, lease: datetime, rows: list
                runtime: Any) -> Recorder:
     """Send one claimed batch and record every outcome in one transaction."""
     recorder = Recorder(lease, retry_policy(), utcnow(), backend)
-    opened, texts = _opened_meanwhile([r.id for r in rows]), _texts({r.campaign_id for r in rows})
+    now, texts = _recipients_now([r.id for r in rows]), _texts({r.campaign_id for r in rows})
     outgoing: list[OutgoingSms] = []
     for row in rows:
-        if row.id in opened:
-            recorder.skip(row, "opened", "opened a push of the campaign before the SMS went")
-        elif not row.phone or not PHONE.match(row.phone):
-            recorder.skip(row, "invalid_number", "not an E.164 phone number")
+        recipient = now.get(row.id) or Recipient()
+        row.phone = recipient.phone
+        skip = recipient.skip()
+        if skip is not None:
+            recorder.skip(row, *skip)
         else:
-            outgoing.append(OutgoingSms(row.id, row.uuid, row.phone, texts[row.campaign_id]))
+            outgoing.append(OutgoingSms(row.id, row.uuid, str(row.phone), texts[row.campaign_id]))
     answer = runtime.run(_send(backend, outgoing)) if outgoing else []
     recorder.apply({r.id: r for r in rows}, outgoing, answer)
     recorder.write()
@@ -388,13 +471,48 @@ async def _send(backend: SmsBackend, messages: Sequence[OutgoingSms]) -> list[Sm
         return exc
 
 
-def _opened_meanwhile(ids: list[int]) -> set[int]:
-    """Rows whose subscriber opened a push of the campaign after the row was made."""
-    t, s, m = SmsMessage.__table__, Subscriber.__table__, Message.__table__
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A claimed row's subscriber as they are now (the row may have waited hours since it was made)."""
+
+    exists: bool = False
+    opted_out: bool = False
+    phone: str | None = None
+    opened: bool = False
+    blocked: str | None = None  # the block's reason, while it applies to this phone
+    block_detail: str | None = None
+
+    def skip(self) -> tuple[str, str] | None:
+        """(reason, note) when no SMS may go to this subscriber now; None to send."""
+        if not self.exists:
+            return "deleted", "the subscriber was deleted before the SMS went"
+        if self.opted_out:
+            return "opted_out", "opted out before the SMS went"
+        if self.opened:
+            return "opened", "opened a push of the campaign before the SMS went"
+        if not self.phone:
+            return "no_phone", "the phone number was removed before the SMS went"
+        if not PHONE.match(self.phone):
+            return "invalid_number", "not an E.164 phone number"
+        if self.blocked:
+            return self.blocked, f"refused earlier: {self.block_detail or self.blocked}"
+        return None
+
+
+def _recipients_now(ids: list[int]) -> dict[int, Recipient]:
+    """Each row's subscriber now: gone or not, opted out, current phone, opened a push meanwhile, blocked."""
+    t, s, m, b = SmsMessage.__table__, Subscriber.__table__, Message.__table__, SmsBlock.__table__
     opened = exists(select(m.c.id).where(m.c.campaign_id == t.c.campaign_id, m.c.recipient == s.c.subscriber_key,
                                          m.c.opened_at.is_not(None)))
-    query = select(t.c.id).select_from(t.join(s, s.c.id == t.c.subscriber_id)).where(t.c.id.in_(ids), opened)
-    return set(db.session.scalars(query))
+    query = (
+        select(t.c.id, s.c.id.label("subscriber"), s.c.opted_out, s.c.phone, opened.label("opened"), b.c.reason,
+               b.c.detail)
+        .select_from(t.outerjoin(s, s.c.id == t.c.subscriber_id)
+                     .outerjoin(b, and_(b.c.subscriber_id == s.c.id, b.c.phone == s.c.phone)))
+        .where(t.c.id.in_(ids))
+    )
+    return {r.id: Recipient(r.subscriber is not None, bool(r.opted_out), r.phone, bool(r.opened), r.reason, r.detail)
+            for r in db.session.execute(query)}
 
 
 def _texts(campaign_ids: set[int]) -> dict[int, str]:
@@ -419,6 +537,7 @@ class Recorder:
     now: datetime
     backend: SmsBackend
     updates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # numbers the provider refused, for sms_blocks
     halt_reason: str | None = None
     sent: int = 0
     skipped: int = 0
@@ -429,7 +548,7 @@ class Recorder:
     def _add(self, kind: str, row: ClaimedSms, **values: Any) -> None:
         if values.get("b_error"):  # what a provider answered may echo a credential
             values["b_error"] = self.backend.redact(values["b_error"])
-        self.updates.setdefault(kind, []).append({"b_id": row.id, **values})
+        self.updates.setdefault(kind, []).append({"b_id": row.id, "b_phone": row.phone, **values})
 
     def ok(self, row: ClaimedSms, result: SmsResult) -> None:
         """Accepted (DEBUG for the Debug backend)."""
@@ -441,6 +560,15 @@ class Recorder:
         """Not sent on purpose (counted in the funnel)."""
         self._add("skip", row, b_reason=reason, b_error=error[:2000])
         self.skipped += 1
+
+    def refused(self, row: ClaimedSms, reason: str, error: str) -> None:
+        """The provider refused the number (invalid, or the recipient opted out): skipped, and blocked for later
+        campaigns while the subscriber keeps this number."""
+        self.skip(row, reason, error)
+        if row.subscriber_id is not None and row.phone:
+            self.blocks.append({"subscriber_id": row.subscriber_id, "phone": row.phone, "reason": reason,
+                                "detail": self.backend.redact(error)[:500], "campaign_id": row.campaign_id,
+                                "blocked_at": self.now})
 
     def fail(self, row: ClaimedSms, error: str) -> None:
         """A final failure."""
@@ -487,23 +615,28 @@ class Recorder:
         if result.ok:
             self.ok(row, result)
         elif result.invalid_number or result.opted_out:
-            self.skip(row, "invalid_number" if result.invalid_number else "opted_out", text)
+            self.refused(row, "invalid_number" if result.invalid_number else "opted_out", text)
         elif result.channel_error:
             self.release(row, f"{self.backend.label}: {text}")
         elif result.payload_error:
             self.fail(row, text)
-        elif result.unknown_outcome and not self.backend.idempotent:
-            self.fail(row, f"{text}; not retried: it may have been delivered and {self.backend.label} cannot "
-                           "refuse a duplicate")
+        elif result.unknown_outcome and not self.can_resend(row):
+            self.fail(row, f"outcome unknown ({text}); not sent again: it may have been delivered and "
+                           f"{self.backend.label} would not refuse a duplicate")
         elif result.retryable:
             self.retry(row, text, result.retry_after)
         else:
             self.fail(row, text)
 
+    def can_resend(self, row: ClaimedSms) -> bool:
+        """Whether the provider would still refuse a duplicate of this row (see _dedupe_possible)."""
+        window = self.backend.dedupe_window
+        return window is not None and self.now - row.created_at < min(window, self.policy.max_age)
+
     def write(self) -> None:
-        """Apply the updates to rows still SENDING under our lease (one executemany per kind)."""
+        """Apply the updates to rows still SENDING under our lease (one executemany per kind), then the blocks."""
         t = SmsMessage.__table__
-        base = {"lease_until": None, "changed_at": self.now}
+        base = {"lease_until": None, "changed_at": self.now, "phone": bindparam("b_phone")}
         values = {
             "done": {"state": bindparam("b_state"), "sent_at": self.now, "provider_message_id": bindparam("b_pid"),
                      "error": bindparam("b_error")},
@@ -518,3 +651,13 @@ class Recorder:
                      t.c.state.in_([_SENDING]))
         for kind, params in self.updates.items():
             db.session.execute(update(t).where(fence).values(**base, **values[kind]), params)
+        if self.blocks:
+            db.session.execute(_upsert_blocks(), self.blocks)
+
+
+def _upsert_blocks() -> Any:
+    """INSERT … ON CONFLICT (subscriber_id) DO UPDATE: the latest refusal of a subscriber's number is kept."""
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(SmsBlock.__table__)
+    changed = {name: statement.excluded[name] for name in ("phone", "reason", "detail", "campaign_id", "blocked_at")}
+    return statement.on_conflict_do_update(index_elements=["subscriber_id"], set_=changed)

@@ -2,8 +2,9 @@
 
 The form fields are SMSAPI's: to, message, from, format=json, encoding, normalize, and idx + check_idx=1. The idx
 is the SMS row's UUID, so a retry after an unknown outcome is refused by SMSAPI with error 53 instead of being sent
-again: that answer means "already accepted" and is recorded as sent. One request per SMS (SMSAPI accepts a comma
-list in `to`, but then an error such as 13 "no correct phone numbers" cannot be pinned on one number).
+again: that answer means "already accepted" and is recorded as sent. SMSAPI documents the check as covering the last
+24 hours, which is this backend's `dedupe_window`. One request per SMS (SMSAPI accepts a comma list in `to`, but then
+an error such as 13 "no correct phone numbers" cannot be pinned on one number).
 
 Answers: {"count": 1, "list": [{"id", "points", "number", "status", ...}]} or {"error": <code>, "message": …,
 "invalid_numbers": [...]}; SMSAPI's error codes decide the class below.
@@ -11,6 +12,7 @@ Answers: {"count": 1, "list": [{"id", "points", "number", "status", ...}]} or {"
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from webadmin.providers import _http
@@ -27,7 +29,8 @@ from webadmin.sms.base import (
 )
 
 ENDPOINTS = {"smsapi.pl": "https://api.smsapi.pl", "smsapi.com": "https://api.smsapi.com"}
-INVALID_NUMBER = frozenset({13})  # no correct phone numbers
+INVALID_NUMBER = frozenset({13})  # no correct phone numbers (invalid or blacklisted)
+OPTED_OUT = frozenset({57, 59})  # the number is on the account's blacklist / the OptOut list
 ALREADY_SENT = frozenset({53})  # idx not unique: an SMS with this idx was accepted before (check_idx=1)
 AUTH = frozenset({101, 102, 105})  # bad or missing token, bad login, IP not allowed
 CHANNEL = frozenset({14, 103, 110, 1000, 1001})  # bad sender name, no points, service not on the account
@@ -49,6 +52,8 @@ def _error_result(sms: OutgoingSms, data: dict[str, Any]) -> SmsResult:
     name = f"SMSAPI_{code if code is not None else 'ERROR'}"
     if code in ALREADY_SENT:
         return SmsResult(sms.sms_id, ok=True, error=f"{text} (accepted earlier with the same idx)")
+    if code in OPTED_OUT:
+        return SmsResult(sms.sms_id, ok=False, error_code=name, error=text, opted_out=True)
     if code in INVALID_NUMBER or data.get("invalid_numbers"):
         return SmsResult(sms.sms_id, ok=False, error_code=name, error=text, invalid_number=True)
     if code in AUTH:
@@ -82,7 +87,7 @@ class SmsapiBackend(SmsBackend):
 
     type_name: ClassVar[str] = "smsapi"
     label: ClassVar[str] = "SMSAPI"
-    idempotent: ClassVar[bool] = True
+    dedupe_window: ClassVar[timedelta | None] = timedelta(hours=24)  # check_idx=1: "the same idx in last 24h"
     sender_help: ClassVar[str] = ("A sender name registered in your SMSAPI account (up to 11 letters and digits); "
                                   "blank uses the account's default.")
     credential_fields: ClassVar[tuple[CredentialField, ...]] = (

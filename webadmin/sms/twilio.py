@@ -2,7 +2,8 @@
 
 Twilio answers 201 with the Message resource ({"sid": "SM…", "status": "queued", …}) or an error
 {"code": 21211, "message": …, "more_info": …, "status": 400}. Twilio has no idempotency key for creating messages,
-so this backend is not `idempotent`: an SMS whose outcome is unknown (timeout) is not sent again.
+so this backend has no `dedupe_window`: an SMS whose outcome is unknown (a timeout, a dropped connection, a 500 or a
+gateway's 502/504 that may come after Twilio created the message) is not sent again.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from webadmin.services import ServiceError
 from webadmin.services.apps import normalize_scheme
 from webadmin.services.channel_credentials import option_names, stored_hint
 from webadmin.services.channels import ChannelInput
+from webadmin.services.deep_links import normalize_web_link_base
 
 PLATFORM_LABELS = {"android": "Android", "ios": "iOS", "web": "Web"}
 DEVICE_SELECTION_CHOICES = [
@@ -47,7 +48,7 @@ class CheckboxesField(SelectMultipleField):
 
 
 class AppForm(FlaskForm):
-    """An app's name, platforms and deep-link scheme."""
+    """An app's name, platforms, deep-link scheme and the https address its app links also open at."""
 
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     platforms = CheckboxesField(
@@ -61,12 +62,25 @@ class AppForm(FlaskForm):
         render_kw={"placeholder": "nibs", "autocapitalize": "off", "spellcheck": "false"},
         description="Links in pushes open your app through it, e.g. nibs for nibs://offers/42. Leave empty if none.",
     )
+    web_link_base = StringField(
+        "Web address for app links",
+        validators=[Optional(), Length(max=200)],
+        render_kw={"placeholder": "https://nibs.example", "autocapitalize": "off", "spellcheck": "false"},
+        description="Optional, https only: an SMS fallback links nibs://offers/42 as https://nibs.example/offers/42.",
+    )
     submit = SubmitField("Save app")
 
     def validate_deep_link_scheme(self, field: StringField) -> None:
         """The same rule as the service, shown beside the field."""
         try:
             normalize_scheme(field.data)
+        except ServiceError as exc:
+            raise ValidationError(exc.message) from exc
+
+    def validate_web_link_base(self, field: StringField) -> None:
+        """The same rule as the service, shown beside the field."""
+        try:
+            normalize_web_link_base(field.data)
         except ServiceError as exc:
             raise ValidationError(exc.message) from exc
 

@@ -81,7 +81,8 @@ def new_app():
     if form.validate_on_submit():
         try:
             app = apps.create_app(
-                form.name.data, form.platforms.data, form.deep_link_scheme.data, actor=current_user
+                form.name.data, form.platforms.data, form.deep_link_scheme.data, actor=current_user,
+                web_link_base=form.web_link_base.data,
             )
         except ServiceError as exc:
             _show_error(form, exc)
@@ -106,7 +107,8 @@ def edit_app(app_id: int):
     form = AppForm(obj=app)
     if form.validate_on_submit():
         try:
-            apps.update_app(app, form.name.data, form.platforms.data, form.deep_link_scheme.data, actor=current_user)
+            apps.update_app(app, form.name.data, form.platforms.data, form.deep_link_scheme.data, actor=current_user,
+                            web_link_base=form.web_link_base.data)
         except ServiceError as exc:
             _show_error(form, exc)
         else:

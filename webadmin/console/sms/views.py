@@ -8,18 +8,17 @@ from flask_login import current_user
 from webadmin.access import Role, allow
 from webadmin.console.sms.forms import ActionForm, BackendChoiceForm, SmsChannelForm, channel_form_class
 from webadmin.extensions import db, htmx
+from webadmin.models.audience import Subscriber
 from webadmin.models.campaign import Campaign
 from webadmin.models.sms import SmsChannel
-from webadmin.services import ServiceError, analytics, sms_channel, sms_fallback
+from webadmin.services import ServiceError, sms_channel, sms_fallback
 from webadmin.sms import BACKENDS
 
 bp = Blueprint("sms", __name__)
 # The campaign and subscriber pages include fragments that read their SMS rows through these.
 bp.add_app_template_global(sms_fallback.campaign_sms, "sms_for_campaign")
 bp.add_app_template_global(sms_fallback.subscriber_sms, "sms_for_subscriber")
-# The campaign funnel (page and CSV) shows the SMS stages after the push failures.
-if sms_fallback.funnel_extra not in analytics.FUNNEL_EXTRAS:
-    analytics.FUNNEL_EXTRAS.append(sms_fallback.funnel_extra)
+bp.add_app_template_global(sms_fallback.subscriber_block, "sms_block_for_subscriber")
 
 
 def _form(backend: str, channel: SmsChannel | None, formdata: object = None) -> SmsChannelForm:
@@ -110,3 +109,34 @@ def campaign_fragment(campaign_id: int):
     """The campaign page's SMS fallback section alone (it polls itself while SMS may still change)."""
     campaign = db.session.get(Campaign, campaign_id) or abort(404)
     return render_template("campaigns/_sms.html", campaign=campaign)
+
+
+@bp.route("/campaigns/<int:campaign_id>/sms/stop", methods=["POST"])
+@allow(Role.MARKETER)
+def stop(campaign_id: int):
+    """Stop the campaign's SMS fallback (a sent campaign cannot be cancelled, its fallback still can)."""
+    campaign = db.session.get(Campaign, campaign_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        ended = sms_fallback.stop(campaign, actor=current_user)
+    except ServiceError as exc:
+        db.session.rollback()
+        flash(exc.message, "warning")
+    else:
+        flash(f"SMS fallback stopped: no more SMS for this campaign ({ended:,} waiting SMS cancelled).", "success")
+    return redirect(url_for("campaigns.detail", campaign_id=campaign_id))
+
+
+@bp.route("/audience/subscribers/<int:subscriber_id>/sms-block/clear", methods=["POST"])
+@allow(Role.MARKETER)
+def clear_block(subscriber_id: int):
+    """Allow SMS fallbacks to the subscriber's number again."""
+    db.session.get(Subscriber, subscriber_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    if sms_fallback.clear_block(subscriber_id, actor=current_user):
+        flash("SMS allowed again for this number.", "success")
+    else:
+        flash("This subscriber's number was not blocked.", "info")
+    return redirect(url_for("audience.subscriber", subscriber_id=subscriber_id))
