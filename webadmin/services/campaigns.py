@@ -159,13 +159,14 @@ def offer_refusal(campaign: Campaign, at: datetime | None = None) -> str | None:
     """Why the campaign's offer or product cannot go out at `at` (default now), or None when it can.
 
     Checked when the campaign is sent or scheduled, not only when it is composed: an offer archived or expired
-    after its draft was saved must not be pushed.
+    after its draft was saved must not be pushed. An id that names no offer is left alone: offers are never
+    deleted (only archived), so it is a pymess related object of the caller's own, not one of ours.
     """
     if campaign.related_type not in OFFER_KINDS or not (campaign.related_id or "").isdigit():
         return None
     offer = db.session.get(Offer, int(campaign.related_id)) if int(campaign.related_id) < 2**31 else None
     if offer is None:
-        return "The offer this push is about no longer exists."
+        return None
     if not offer.is_current(at or utcnow()):
         when = f"on {at:%Y-%m-%d %H:%M} UTC" if at else "now"
         return f"“{offer.name}” is not current {when} (expired, not yet valid or archived); it cannot be pushed."
