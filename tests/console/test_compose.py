@@ -105,6 +105,19 @@ def test_push_offer_prefill_and_expired_offer(client, login_as):
     assert campaign.open_direct == "nibs://offers/1"
 
 
+def test_scheduling_an_offer_push_after_the_offer_ends_is_refused_in_compose(client, login_as):
+    push_app, _ = _audience()
+    offer = Offer(app_id=push_app.id, name="Flash Sale", valid_until=utcnow() + timedelta(hours=1))
+    db.session.add(offer)
+    db.session.commit()
+    login_as(Role.MARKETER)
+    later = (utcnow() + timedelta(days=2)).date().isoformat()
+    page = client.post("/compose/", data=_form(push_app, offer_id=offer.id, when="later", date=later, time="10:00"))
+    assert page.status_code == 200 and "“Flash Sale” is no longer current at the chosen time" in page.get_data(
+        as_text=True)
+    assert db.session.scalar(select(func.count(Campaign.id))) == 0
+
+
 def test_schedule_from_compose_in_a_time_zone(client, login_as):
     push_app, _ = _audience()
     login_as(Role.MARKETER)

@@ -175,6 +175,9 @@ def save_draft(draft: CampaignDraft, *, actor: User | str | None) -> Campaign:
         offer = db.session.get(Offer, int(draft.related_id))
         if offer is None or not offer.is_current():
             raise ServiceError("That offer is not current and cannot be pushed.", field="offer_id")
+        if draft.scheduled_at is not None and not offer.is_current(draft.scheduled_at):
+            raise ServiceError(f"“{offer.name}” is no longer current at the chosen time; pick an earlier time or "
+                               "another offer.", field="offer_id")
         draft.source, draft.related_type = "offer", OFFER_RELATED_TYPE
     sms_fallback.apply_to_draft(draft)
     try:
