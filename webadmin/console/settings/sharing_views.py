@@ -8,7 +8,8 @@ from wtforms.fields.choices import SelectChoice
 
 from webadmin.access import Role, allow
 from webadmin.console.settings.sharing_forms import SharingForm
-from webadmin.console.settings.views import _show_error, bp
+from webadmin.console.settings.views import bp
+from webadmin.extensions import db
 from webadmin.services import ServiceError, sharing
 
 
@@ -30,8 +31,10 @@ def sharing_settings():
         try:
             sharing.configure(form.audience.data, form.max_per_hour.data, form.max_per_app_per_hour.data,
                               actor=current_user)
-        except ServiceError as exc:
-            _show_error(form, exc)
+        except ServiceError as exc:  # nothing was written; the reason goes beside its field
+            db.session.rollback()
+            target = form[exc.field] if exc.field in form else form.audience
+            target.errors = [*target.errors, exc.message]
         else:
             flash("Sharing settings saved.", "success")
             return redirect(url_for("settings.sharing_settings"))
