@@ -1,19 +1,23 @@
-"""Compose → confirm → send; Push Offer prefill; validation; double submission; live count; test sends."""
+"""Compose → confirm → send; Push Offer prefill; the template picker; validation; double submission (sequential
+and concurrent); Back + edit; live count; test sends to chosen devices; custom data rules."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from tests.conftest import AuthActions
 from tests.factories import make_app, make_device, make_group, make_subscriber
 from webadmin.extensions import db
 from webadmin.models.audit import AuditEvent
 from webadmin.models.campaign import Campaign
-from webadmin.models.message import Message
+from webadmin.models.message import Message, Template
 from webadmin.models.offer import Offer
 from webadmin.models.types import utcnow
 from webadmin.models.user import Role
+from webadmin.services import compose
 
 
 def _audience():
@@ -101,6 +105,19 @@ def test_push_offer_prefill_and_expired_offer(client, login_as):
     assert campaign.open_direct == "nibs://offers/1"
 
 
+def test_scheduling_an_offer_push_after_the_offer_ends_is_refused_in_compose(client, login_as):
+    push_app, _ = _audience()
+    offer = Offer(app_id=push_app.id, name="Flash Sale", valid_until=utcnow() + timedelta(hours=1))
+    db.session.add(offer)
+    db.session.commit()
+    login_as(Role.MARKETER)
+    later = (utcnow() + timedelta(days=2)).date().isoformat()
+    page = client.post("/compose/", data=_form(push_app, offer_id=offer.id, when="later", date=later, time="10:00"))
+    assert page.status_code == 200 and "“Flash Sale” is no longer current at the chosen time" in page.get_data(
+        as_text=True)
+    assert db.session.scalar(select(func.count(Campaign.id))) == 0
+
+
 def test_schedule_from_compose_in_a_time_zone(client, login_as):
     push_app, _ = _audience()
     login_as(Role.MARKETER)
@@ -133,3 +150,195 @@ def test_viewer_cannot_compose_or_send(client, login_as):
     assert client.get("/compose/").status_code == 403
     assert client.post("/compose/", data=_form(push_app)).status_code == 403
     assert db.session.scalar(select(func.count(Campaign.id))) == 0
+
+
+# --- template picker ---------------------------------------------------------------------------------------
+
+
+def _templates():
+    db.session.add_all([
+        Template(slug="welcome", title="Hi {{ name }}", body="Welcome to Nibs, {{ name }}!", open_direct="nibs://home"),
+        Template(slug="plain", body="Fresh truffles today."),
+        Template(slug="retired", body="Old news", is_active=False),
+    ])
+    db.session.commit()
+
+
+def test_picking_a_template_fills_the_fields_with_htmx(client, login_as):
+    push_app, _ = _audience()
+    _templates()
+    login_as(Role.MARKETER)
+    page = client.get("/compose/").get_data(as_text=True)
+    assert '<option value="welcome">' in page and "retired" not in page  # only active templates are offered
+    htmx = {"HX-Request": "true", "HX-Target": "compose-content"}
+    filled = client.get("/compose/template", headers=htmx, query_string={
+        "app_id": push_app.id, "template_slug": "welcome", "template_context": '{"name": "Ann"}', "text": "old"})
+    html = filled.get_data(as_text=True)
+    assert 'id="compose-content"' in html and "<html" not in html
+    assert "Welcome to Nibs, Ann!</textarea>" in html and 'value="Hi Ann"' in html and 'value="nibs://home"' in html
+    preview = html.split('id="compose-preview"')[1]
+    assert 'hx-swap-oob="true"' in preview and "Welcome to Nibs, Ann!" in preview  # the preview follows
+    missing = client.get("/compose/template", headers=htmx, query_string={
+        "app_id": push_app.id, "template_slug": "welcome", "text": "kept"}).get_data(as_text=True)
+    assert "&#39;name&#39; is undefined" in missing and "kept</textarea>" in missing  # nothing filled
+
+
+def test_use_template_without_javascript_and_a_chosen_template_with_an_empty_text(client, login_as):
+    push_app, _ = _audience()
+    _templates()
+    login_as(Role.MARKETER)
+    shown = client.post("/compose/", data=_form(push_app, text="", title="", template_slug="plain", use_template="1"))
+    assert shown.status_code == 200 and "Fresh truffles today.</textarea>" in shown.get_data(as_text=True)
+    assert db.session.scalar(select(func.count(Campaign.id))) == 0  # filling is not saving
+    preview = client.get("/compose/preview", query_string={"app_id": push_app.id, "template_slug": "plain"})
+    assert "Fresh truffles today." in preview.get_data(as_text=True)
+    saved = client.post("/compose/", data=_form(push_app, text="", title="", template_slug="welcome",
+                                                template_context='{"name": "Bob"}'))
+    assert saved.status_code == 302
+    campaign = db.session.scalar(select(Campaign))
+    assert (campaign.text, campaign.title, campaign.template_slug) == ("Welcome to Nibs, Bob!", "Hi Bob", "welcome")
+
+
+def test_a_template_injection_in_the_picker_is_refused_without_filling(client, login_as):
+    push_app, _ = _audience()
+    db.session.add(Template(slug="evil", body="{{ cycler.__init__.__globals__ }}"))
+    db.session.commit()
+    login_as(Role.MARKETER)
+    html = client.post("/compose/", data=_form(push_app, text="mine", template_slug="evil",
+                                               use_template="1")).get_data(as_text=True)
+    assert "Template “evil”:" in html and "mine</textarea>" in html
+    assert "__globals__" not in html.split("</textarea>")[1]  # only the refusal, nothing rendered
+
+
+# --- drafts: Back + edit, double clicks ----------------------------------------------------------------------
+
+
+def test_editing_after_back_makes_a_new_draft_and_the_same_content_the_same_draft(client, login_as):
+    push_app, _ = _audience()
+    login_as(Role.MARKETER)
+    first = client.post("/compose/", data=_form(push_app)).headers["Location"]
+    edited = client.post("/compose/", data=_form(push_app, text="Half price today and tomorrow")).headers["Location"]
+    assert edited != first
+    assert client.post("/compose/", data=_form(push_app)).headers["Location"] == first
+    texts = db.session.scalars(select(Campaign.text).order_by(Campaign.id)).all()
+    assert texts == ["Half price today", "Half price today and tomorrow"]
+
+
+def test_a_real_double_click_makes_one_draft(app, client, auth, login_as, monkeypatch):
+    push_app, _ = _audience()
+    user = login_as(Role.MARKETER)
+    second = app.test_client()
+    assert AuthActions(second).login(user.email).status_code == 302
+    both_looked = threading.Barrier(2)
+    lookup = compose._existing_draft
+
+    def looked_up_together(key):
+        found = lookup(key)
+        if found is None:
+            try:
+                both_looked.wait(timeout=3)  # both requests passed the lookup before either inserted
+            except threading.BrokenBarrierError:
+                pass
+        return found
+
+    monkeypatch.setattr(compose, "_existing_draft", looked_up_together)
+    form = _form(push_app)
+    answers = _in_threads([lambda: client.post("/compose/", data=form), lambda: second.post("/compose/", data=form)])
+    assert [a.status_code for a in answers] == [302, 302]
+    assert answers[0].headers["Location"] == answers[1].headers["Location"]
+    assert db.session.scalar(select(func.count(Campaign.id))) == 1
+
+
+def _in_threads(calls):
+    results = [None] * len(calls)
+
+    def run(index, call):
+        results[index] = call()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+# --- test sends --------------------------------------------------------------------------------------------
+
+
+def test_send_test_to_a_chosen_simulated_device_only(app, client, login_as):
+    app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    push_app, _ = _audience()
+    phone = make_device(push_app, None, "ios", token="sim-ios-test")
+    other = make_device(push_app, None, "android", token="sim-android-other")
+    login_as(Role.MARKETER)
+    page = client.get("/compose/").get_data(as_text=True)
+    assert f'value="{phone.id}" id="test-device-{phone.id}"' in page and "sim-android-other" in page
+    answer = client.post("/compose/test", data={**_form(push_app), "test_device_ids": phone.id})
+    assert "Test sent to 1 device(s)." in answer.get_data(as_text=True)
+    campaign = db.session.scalar(select(Campaign))
+    assert (campaign.tag, campaign.audience["type"], campaign.targeted) == ("test", "devices", 1)
+    assert db.session.scalars(select(Message.device_id)).all() == [phone.id]
+    assert other.id not in campaign.audience["device_ids"]
+
+
+def test_send_test_reports_unknown_keys_and_refuses_when_nothing_would_be_sent(app, client, login_as):
+    app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    push_app, _ = _audience()
+    make_subscriber("nodevice@example.com")
+    login_as(Role.MARKETER)
+    found = client.get("/compose/test-devices", query_string={"app_id": push_app.id,
+                                                              "test_keys": "alice@example.com, ghost@example.com"})
+    html = found.get_data(as_text=True)
+    assert html.count('name="test_device_ids"') == 2 and "alice@example.com" in html  # her phone and tablet
+    assert "Unknown key(s):\n    ghost@example.com" in html
+    keys = "ghost@example.com\nnodevice@example.com"
+    nothing = client.post("/compose/test", data={**_form(push_app), "test_keys": keys})
+    text = nothing.get_data(as_text=True)
+    assert "No test device would receive this push" in text and "Unknown key(s): ghost@example.com." in text
+    assert "No active device in this app: nodevice@example.com." in text
+    assert "Test sent" not in text and db.session.scalar(select(func.count(Campaign.id))) == 0
+    partly = client.post("/compose/test", data={**_form(push_app), "test_keys": "bob@example.com\nghost@example.com"})
+    assert "Test sent to 1 device(s). Unknown key(s): ghost@example.com." in partly.get_data(as_text=True)
+    elsewhere = make_device(make_app("Other"), None, "android", token="sim-android-elsewhere")
+    foreign = client.post("/compose/test", data={**_form(push_app), "test_device_ids": elsewhere.id})
+    assert "No test device would receive this push" in foreign.get_data(as_text=True)  # not a device of this app
+
+
+def test_find_devices_without_javascript(client, login_as):
+    push_app, _ = _audience()
+    login_as(Role.MARKETER)
+    page = client.post("/compose/test", data={**_form(push_app), "test_keys": "bob@example.com", "find": "1"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and html.count('name="test_device_ids"') == 1 and "bob@example.com" in html
+    assert db.session.scalar(select(func.count(Campaign.id))) == 0
+
+
+# --- custom data, offers and products ----------------------------------------------------------------------
+
+
+def test_custom_data_that_fcm_refuses_is_refused_in_the_console(client, login_as):
+    push_app, _ = _audience()
+    login_as(Role.MARKETER)
+    refused = {"from=x": "is reserved", "google.c.a=1": "is reserved", "notification=y": "is reserved",
+               "GCM_x=1": "is reserved", "openDirect=z": "is reserved", "9lives=1": "is not allowed",
+               "k=" + "v" * 1025: "at most 1,024 characters",
+               "\n".join(f"k{i}=" + "ł" * 700 for i in range(3)): "FCM accepts at most 4,096"}
+    for number, (data, problem) in enumerate(refused.items()):
+        page = client.post("/compose/", data=_form(push_app, data=data, submission_id=f"d-{number}"))
+        assert page.status_code == 200 and problem in page.get_data(as_text=True), data
+    assert db.session.scalar(select(func.count(Campaign.id))) == 0
+    assert client.post("/compose/", data=_form(push_app, data="promo=x1\ncolor=red")).status_code == 302
+    assert db.session.scalar(select(Campaign.data)) == {"promo": "x1", "color": "red"}
+
+
+def test_a_product_push_is_recorded_as_an_offer_and_listed_on_its_page(client, login_as):
+    push_app, _ = _audience()
+    product = Offer(app_id=push_app.id, kind="product", name="Truffle Box", deep_link="nibs://products/1")
+    db.session.add(product)
+    db.session.commit()
+    login_as(Role.MARKETER)
+    client.post("/compose/", data=_form(push_app, offer_id=product.id, text="Exclusive Offer: Truffle Box"))
+    campaign = db.session.scalar(select(Campaign))
+    assert (campaign.source, campaign.related_type, campaign.related_id) == ("offer", "offer", str(product.id))
+    assert f'href="/campaigns/{campaign.id}"' in client.get(f"/offers/{product.id}").get_data(as_text=True)

@@ -58,14 +58,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "data": {
                 "type": "object",
-                "maxProperties": 50,
+                "maxProperties": campaigns.MAX_DATA_KEYS,
                 "propertyNames": {
                     "type": "string",
                     "minLength": 1,
                     "maxLength": 64,
                     "pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$",
                 },
-                "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": r"^[^\x00]*$"},
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": campaigns.MAX_DATA_VALUE,
+                    "pattern": r"^[^\x00]*$",
+                },
+                "description": f"String pairs, at most {campaigns.MAX_DATA_BYTES} bytes together. Keys FCM "
+                "reserves (from, notification, message_type, collapse_key, google…, gcm…) and the providers' own "
+                "(aps, openDirect, imageUrl) are 422.",
             },
             "ttl": {"type": "integer", "minimum": 0, "maximum": campaigns.MAX_TTL},
             "scheduledAt": {
@@ -162,9 +169,12 @@ PATHS = {
             body=ref("ShareRequest"),
             body_limit=SMALL_BODY,
             description="Pushes “<sharerName> shared <item>” with the item's deep link to the "
-            "audience configured in Settings. At most a few per sharer per hour (429 with Retry-After).",
+            "audience configured in Settings → Sharing (all users, or one group). `sharerKey` must be a subscriber "
+            "with a device in this app (404 otherwise, as for an unknown item). At most `share.max_per_hour` per "
+            "sharer and `share.max_per_app_per_hour` per app in any hour (429 with Retry-After); 409 when the "
+            "configured group no longer exists.",
             ok={202: ("The campaign.", ref("Campaign"))},
-            errors=(404, 429),
+            errors=(404, 409, 429),
         )
     },
     "/templates/{slug}/send": {

@@ -34,8 +34,10 @@ from webadmin.models.message import Message, MessageState
 from webadmin.models.types import UTCDateTime, utcnow
 from webadmin.services import ServiceError
 
-AUDIENCE_TYPES = ("all", "keys", "groups", "platforms")
+# "devices" names devices by id: the compose page's test sends to chosen test devices.
+AUDIENCE_TYPES = ("all", "keys", "groups", "platforms", "devices")
 MAX_KEYS = 100_000
+MAX_DEVICE_IDS = 100
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class AudienceSpec:
     keys: tuple[str, ...] = ()
     group_ids: tuple[int, ...] = ()
     platforms: tuple[str, ...] = field(default_factory=tuple)
+    device_ids: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AudienceSpec:
@@ -58,7 +61,8 @@ class AudienceSpec:
             raise ServiceError("Platforms must be android, ios or web.", field="platforms")
         keys = tuple(dict.fromkeys(str(k).strip().lower() for k in raw.get("keys") or () if str(k).strip()))
         group_ids = tuple(dict.fromkeys(int(g) for g in raw.get("group_ids") or ()))
-        spec = cls(kind, keys, group_ids, platforms)
+        device_ids = tuple(dict.fromkeys(int(d) for d in raw.get("device_ids") or ())) if kind == "devices" else ()
+        spec = cls(kind, keys, group_ids, platforms, device_ids)
         spec.check()
         return spec
 
@@ -72,15 +76,20 @@ class AudienceSpec:
             raise ServiceError("Choose at least one group.", field="groups")
         if self.type == "platforms" and not self.platforms:
             raise ServiceError("Choose at least one platform.", field="platforms")
+        if self.type == "devices" and not 0 < len(self.device_ids) <= MAX_DEVICE_IDS:
+            raise ServiceError(f"Choose 1 to {MAX_DEVICE_IDS} devices.", field="device_ids")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form stored on the campaign."""
-        return {
+        spec = {
             "type": self.type,
             "keys": list(self.keys),
             "group_ids": list(self.group_ids),
             "platforms": list(self.platforms),
         }
+        if self.type == "devices":
+            spec["device_ids"] = list(self.device_ids)
+        return spec
 
 
 def _json_values(values: list[Any]) -> Any:
@@ -112,6 +121,8 @@ def _target_filter(spec: AudienceSpec, d: Any, s: Any) -> ColumnElement[bool]:
     if spec.type == "groups":
         gm = GroupMember.__table__
         return d.c.subscriber_id.in_(select(gm.c.subscriber_id).where(gm.c.group_id.in_(spec.group_ids)))
+    if spec.type == "devices":
+        return d.c.id.in_(spec.device_ids)
     return true()
 
 
@@ -138,7 +149,7 @@ def audience_select(app_id: int, spec: AudienceSpec, device_selection: str = "al
         conditions.append(d.c.subscriber_id.is_not(None))
     if spec.platforms:
         conditions.append(d.c.platform.in_(spec.platforms))
-    if device_selection == "newest":
+    if device_selection == "newest" and spec.type != "devices":  # chosen devices are meant one by one
         conditions.append(_newest_device_only(d, spec.platforms))
     # Keys and groups only reach subscribers' devices, so an inner join says the same and can start from them.
     joined = d.join(s, s.c.id == d.c.subscriber_id) if by_subscriber else d.outerjoin(s, s.c.id == d.c.subscriber_id)

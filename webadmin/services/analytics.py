@@ -20,6 +20,7 @@ from webadmin.models.analytics import FAILURE_CLASSES, CampaignHourlyRollup, Cam
 from webadmin.models.campaign import Campaign, CampaignStatus
 from webadmin.models.offer import Offer
 from webadmin.models.types import utcnow
+from webadmin.services.campaigns import is_held
 from webadmin.services.rollups import hour_of
 from webadmin.services.subscriber_csv import csv_stream
 
@@ -293,7 +294,8 @@ def recent_campaigns(zone: ZoneInfo, limit: int = RECENT_CAMPAIGNS) -> tuple[Tab
                   ["Campaign", "Started", "Status", "Targeted", "Sent", "Failed", "Opened", "Open rate"])
     for c in campaigns:
         started = _local(c.started_at, zone) if c.started_at else "not yet"
-        table.rows.append([c.title or c.text[:60], started, c.status, c.targeted, c.sent, c.failed, c.opened,
+        status = "held" if is_held(c) else c.status
+        table.rows.append([c.title or c.text[:60], started, status, c.targeted, c.sent, c.failed, c.opened,
                            rate(c.opened, c.sent)])
     return table, [c.id for c in campaigns]
 

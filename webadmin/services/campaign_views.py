@@ -10,8 +10,10 @@ from sqlalchemy import select
 from webadmin.extensions import db
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message
+from webadmin.services import campaigns
 
 PAGE_SIZE = 25
+HELD = "held"  # a status filter of its own: scheduled, but held by the scheduler for a person to confirm
 LOG_PAGE_SIZE = 50
 
 
@@ -32,9 +34,11 @@ def _page(query: Any, page: int, size: int) -> Page:
 
 
 def campaign_list(*, status: str | None, source: str | None, q: str | None, page: int) -> Page:
-    """Campaigns newest first, filtered by status, source and a text search."""
+    """Campaigns newest first, filtered by status (or "held"), source and a text search."""
     query = select(Campaign).order_by(Campaign.id.desc())
-    if status:
+    if status == HELD:
+        query = query.where(campaigns.held_condition())
+    elif status:
         query = query.where(Campaign.status == status)
     if source:
         query = query.where(Campaign.source == source)

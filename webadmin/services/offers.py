@@ -120,10 +120,14 @@ def get_offer(offer_id: int) -> Offer | None:
 
 
 def pushes_of(offer: Offer, limit: int = PUSHES_SHOWN) -> list[Push]:
-    """The latest campaigns about this offer (from the campaign counters; messages are not scanned)."""
+    """The latest campaigns about this offer or product (from the campaign counters; messages are not scanned).
+
+    Pushes name the `offers` row as related_type "offer"; /share once recorded the item's kind ("product"), so
+    both kinds are read.
+    """
     campaigns = db.session.scalars(
         select(Campaign)
-        .where(Campaign.related_type == "offer", Campaign.related_id == str(offer.id))
+        .where(Campaign.related_type.in_(OFFER_KINDS), Campaign.related_id == str(offer.id))
         .order_by(Campaign.id.desc())
         .limit(limit)
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -11,11 +13,18 @@ from webadmin.console.analytics.views import campaign_charts
 from webadmin.extensions import db, htmx
 from webadmin.models.campaign import SOURCES, Campaign, CampaignStatus
 from webadmin.models.message import MessageState
+from webadmin.models.types import utcnow
 from webadmin.sending.audience import AudienceSpec, count_audience
 from webadmin.services import ServiceError, campaign_views, campaigns, settings
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
-LIVE = {CampaignStatus.SENDING.value, CampaignStatus.SCHEDULED.value}
+bp.add_app_template_global(campaigns.is_held, "campaign_held")
+S = CampaignStatus
+# How often the progress fragment asks again: every second while sending; a paused campaign still finishes its
+# batches in flight; a scheduled one slowly until its time is near (not every second for days); a held one waits
+# for a person, perhaps on another screen.
+POLL_SENDING, POLL_PAUSED, POLL_HELD, POLL_OVERDUE = 1, 5, 60, 10
+POLL_SCHEDULED_MIN, POLL_SCHEDULED_MAX = 2, 60
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
@@ -31,7 +40,30 @@ def index():
         status=request.args.get("status") or None, source=request.args.get("source") or None,
         q=request.args.get("q") or None, page=request.args.get("page", 1, type=int),
     )
-    return render_template("campaigns/index.html", page=page, statuses=list(CampaignStatus), sources=SOURCES)
+    statuses = [s.value for s in CampaignStatus] + [campaign_views.HELD]
+    return render_template("campaigns/index.html", page=page, statuses=statuses, sources=SOURCES)
+
+
+def poll_seconds(campaign: Campaign) -> int | None:
+    """Seconds until the progress fragment polls again, or None when nothing more can change by itself."""
+    if campaign.status == S.SENDING.value:
+        return POLL_SENDING
+    if campaign.status == S.PAUSED.value:
+        return POLL_PAUSED
+    if campaign.status != S.SCHEDULED.value or campaign.scheduled_at is None:
+        return None
+    if campaigns.is_held(campaign):
+        return POLL_HELD
+    until = (campaign.scheduled_at - utcnow()) / timedelta(seconds=1)
+    if until <= 0:
+        return POLL_OVERDUE  # the scheduler starts it within a minute, or holds it
+    return int(min(POLL_SCHEDULED_MAX, max(POLL_SCHEDULED_MIN, until)))
+
+
+def _progress(campaign: Campaign):
+    """The progress fragment, with the controls and status badge swapped out of band (they change with it)."""
+    return render_template("campaigns/_progress.html", campaign=campaign, poll=poll_seconds(campaign),
+                           form=FlaskForm(), oob=True)
 
 
 @bp.route("/<int:campaign_id>")
@@ -40,13 +72,13 @@ def detail(campaign_id: int):
     """A campaign: content, audience, live progress (a fragment that polls while sending), controls, log."""
     campaign = _campaign_or_404(campaign_id)
     if htmx and htmx.target == "campaigns-progress":
-        return render_template("campaigns/_progress.html", campaign=campaign, live=campaign.status in LIVE)
+        return _progress(campaign)
     audience_now = None
     if campaign.status == CampaignStatus.DRAFT.value:
         spec = AudienceSpec.from_dict(campaign.audience)
         audience_now = count_audience(campaign.app_id, spec, settings.get("delivery.device_selection"))
     charts = campaign_charts(campaign) if campaign.status != CampaignStatus.DRAFT.value else None
-    return render_template("campaigns/detail.html", campaign=campaign, live=campaign.status in LIVE,
+    return render_template("campaigns/detail.html", campaign=campaign, poll=poll_seconds(campaign),
                            audience_now=audience_now, form=FlaskForm(), log=_log(campaign),
                            states=list(MessageState), charts=charts)
 

@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 from webadmin.models.app import PLATFORMS
 from webadmin.services.audience import normalize_keys
 from webadmin.services.campaigns import MAX_TEXT, CampaignDraft
+from webadmin.services.templates import MAX_CONTEXT_TEXT
 
 # Characters shown before a platform truncates the text (collapsed notification / lock screen); approximate,
 # they depend on device and font: we warn, we do not cut.
@@ -37,9 +38,13 @@ WINDOW_UNITS = {"minutes": 60, "hours": 3600}
 class ComposeForm(FlaskForm):
     """Everything a push says and to whom."""
 
-    submission_id = HiddenField()  # one draft per form, however often it is submitted
+    submission_id = HiddenField(validators=[Length(max=100)])  # one draft per form and content, however often sent
     app_id = SelectField("App", coerce=int, validators=[DataRequired()])
-    template_slug = SelectField("Template", validators=[Optional()])
+    template_slug = SelectField("Template", validators=[Optional()],
+                                description="Picking one fills the title, message and deep link below.")
+    template_context = TextAreaField("Template values (JSON)", validators=[Optional(), Length(max=MAX_CONTEXT_TEXT)],
+                                     render_kw={"rows": 1, "spellcheck": "false", "placeholder": '{"name": "Ann"}'},
+                                     description="Fill the template's placeholders; the push says the same to all.")
     text = TextAreaField("Message", validators=[DataRequired(), Length(max=MAX_TEXT)])
     title = StringField("Title", validators=[Optional(), Length(max=200)])
     offer_id = SelectField("Offer or product", coerce=lambda v: int(v) if v else None, validators=[Optional()])
@@ -131,6 +136,12 @@ class ComposeForm(FlaskForm):
 
 
 class TestSendForm(FlaskForm):
-    """Send the current draft to a few test subscribers."""
+    """Send the current draft to chosen test devices and the devices of a few tester keys."""
 
-    test_keys = TextAreaField("Test subscriber keys", validators=[DataRequired(), Length(max=5000)])
+    test_device_ids = SelectMultipleField("Test devices", coerce=int, validate_choice=False, validators=[Optional()])
+    test_keys = TextAreaField("Tester subscriber keys (up to 20)", validators=[Optional(), Length(max=5000)],
+                              render_kw={"rows": 2, "placeholder": "you@example.com"})
+
+    def keys(self) -> list[str]:
+        """The typed keys (one per line, or separated by commas)."""
+        return normalize_keys((self.test_keys.data or "").replace(",", "\n").replace(";", "\n").splitlines())

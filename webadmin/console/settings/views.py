@@ -149,5 +149,6 @@ def revoke_key(app_id: int, key_id: int):
     return redirect(url_for("settings.show_app", app_id=app.id))
 
 
-# The Channels card of an app's page has its own module; importing it adds its routes to this blueprint.
-from webadmin.console.settings import channel_views  # noqa: E402, F401
+# The Channels card of an app's page and the Sharing page have their own modules; importing them adds their routes
+# to this blueprint.
+from webadmin.console.settings import channel_views, sharing_views  # noqa: E402, F401
