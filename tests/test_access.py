@@ -8,11 +8,17 @@ import pytest
 from flask import Flask
 
 from tests.factories import make_user
-from webadmin.access import Access, access_of
+from webadmin.access import READ_METHODS, Access, access_of, allow
 from webadmin.models.user import Role
 
 ROLES: list[Role | None] = [None, Role.VIEWER, Role.MARKETER, Role.ADMIN]
 SAMPLE_VALUES = {"int": 1, "string": "x", "path": "x", "uuid": str(uuid.uuid4()), "default": "x"}
+
+# Routes a viewer may use with a method other than GET, and why each changes nothing a viewer may not change.
+# Everything else that writes must need at least a marketer ("a viewer can look but never send or change").
+VIEWER_SAFE_WRITES = {
+    "auth.logout": "ends the viewer's own session and nothing else",
+}
 
 
 def _build_path(app: Flask, rule) -> str:
@@ -93,3 +99,27 @@ def test_viewer_cannot_change_anything(app, auth):
     auth.login(make_user(Role.VIEWER).email)
     for path in ("/users/", f"/users/{admin.id}/role", f"/users/{admin.id}/active", "/demo"):
         assert auth.client.post(path, data={"role": "viewer", "active": "0"}).status_code == 403, path
+
+
+def test_allow_makes_writes_need_a_marketer_unless_a_route_says_otherwise():
+    def view():
+        return ""
+
+    default = allow(Role.VIEWER)(view).access
+    assert default.required_role("GET") == Role.VIEWER
+    assert default.required_role("POST") == Role.MARKETER and default.required_role("DELETE") == Role.MARKETER
+    assert allow(Role.ADMIN)(view).access.required_role("POST") == Role.ADMIN  # never weaker than read
+    assert allow(Role.VIEWER, write=Role.VIEWER)(view).access.required_role("POST") == Role.VIEWER
+
+
+def test_no_staff_write_is_open_to_viewers(app):
+    open_to_viewers = set()
+    for rule in app.url_map.iter_rules():
+        access = access_of(app, rule.endpoint)
+        if access is None or access.kind != "staff":
+            continue
+        if any(not access.required_role(m).at_least(Role.MARKETER) for m in rule.methods - READ_METHODS):
+            open_to_viewers.add(rule.endpoint)
+    assert open_to_viewers - set(VIEWER_SAFE_WRITES) == set(), "viewers may change things here"
+    # A stale exception would hide nothing today but invite the next one: each must still be a viewer write.
+    assert open_to_viewers == set(VIEWER_SAFE_WRITES)
