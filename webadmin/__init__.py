@@ -24,6 +24,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     register_extensions(app)
+    register_converters(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_hooks(app)
@@ -51,6 +52,13 @@ def register_extensions(app: Flask) -> None:
     init_queue(app)
     import webadmin.services.demo_loaders  # noqa: F401  (each section's demo data registers)
     import webadmin.tasks  # noqa: F401  (tasks register on the queue)
+
+
+def register_converters(app: Flask) -> None:
+    """URL converters shared by every blueprint (bounded `<int:…>` ids)."""
+    from webadmin.converters import register_converters as register
+
+    register(app)
 
 
 def register_blueprints(app: Flask) -> None:
