@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from sqlalchemy import func, select
 
@@ -10,6 +13,7 @@ from tests.factories import PASSWORD, make_user
 from webadmin.extensions import db
 from webadmin.models.audit import AuditEvent
 from webadmin.models.user import LoginAttempt, Role, StaffSession, User
+from webadmin.services import accounts
 
 
 def test_empty_install_leads_to_first_run(client):
@@ -162,3 +166,33 @@ def test_without_proxy_hops_forwarded_headers_are_ignored(client, auth):
     assert response.status_code == 302
     login = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "auth.login"))
     assert login.address == "127.0.0.1"  # anyone can send the header; only a configured proxy is trusted
+
+
+def test_concurrent_first_runs_make_exactly_one_admin(app, monkeypatch):
+    """Two people open the first-run page on a new install and submit different emails at the same moment."""
+    real_has_users = accounts.has_users
+
+    def slow_has_users() -> bool:
+        found = real_has_users()
+        time.sleep(0.3)  # widen the gap between the check and the insert, where the race lived
+        return found
+
+    monkeypatch.setattr(accounts, "has_users", slow_has_users)
+    barrier, answers = threading.Barrier(2), {}
+
+    def submit(email: str) -> None:
+        barrier.wait(timeout=10)
+        response = app.test_client().post(
+            "/setup", data={"email": email, "password": "long enough pass", "confirm": "long enough pass"}
+        )
+        answers[email] = response.headers.get("Location")
+
+    threads = [threading.Thread(target=submit, args=(f"first{i}@example.com",)) for i in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    db.session.expire_all()
+    admins = db.session.scalars(select(User.email)).all()
+    assert len(admins) == 1, admins
+    assert answers[admins[0]] == "/" and sorted(answers.values()) == ["/", "/login"]
