@@ -10,8 +10,9 @@ import webadmin.services.demo_loaders  # noqa: F401  (registers the loaders, as 
 from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
+from webadmin.models.audit import AuditEvent
 from webadmin.models.user import Role
-from webadmin.services import demo
+from webadmin.services import demo, demo_audience
 from webadmin.services.demo_audience import DEMO_SUBSCRIBERS, GROUPS, generate_audience
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -82,3 +83,29 @@ def test_cli_demo_load_then_the_dashboard_counts(runner, client, login_as):
         assert label in page
     assert f"{DEMO_SUBSCRIBERS:,}" in page
     assert "nothing new" in runner.invoke(args=["demo", "load"]).output
+
+
+def test_dashboard_button_loads_demo_data_for_admins(client, login_as, monkeypatch):
+    # The full set (20,000 subscribers) takes half a minute; the button and its report are what is tested here.
+    monkeypatch.setattr(demo_audience, "DEMO_SUBSCRIBERS", 120)
+    admin = login_as(Role.ADMIN)
+    page = client.get("/").get_data(as_text=True)
+    assert 'id="dashboard-empty"' in page and 'action="/demo"' in page and "Load demo data" in page
+    response = client.post("/demo", follow_redirects=True)
+    assert response.status_code == 200 and response.request.path == "/"
+    page = response.get_data(as_text=True)
+    assert "Demo data loaded: 120 subscribers with" in page
+    assert 'id="dashboard-empty"' not in page and 'id="dashboard-summary"' in page
+    assert _count(Subscriber.id) == 120 and _count(Group.id) == len(GROUPS) and _count(Device.id) >= 120
+    loads = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "demo.load")).all()
+    assert [(e.actor, e.actor_id) for e in loads] == [(admin.email, admin.id)]
+    assert "Demo data loaded: nothing new" in client.post("/demo", follow_redirects=True).get_data(as_text=True)
+    assert _count(Subscriber.id) == 120
+
+
+def test_demo_button_is_for_admins_only(client, login_as):
+    login_as(Role.MARKETER)
+    assert "Ask an admin to load demo data" in client.get("/").get_data(as_text=True)
+    assert client.post("/demo").status_code == 403
+    assert _count(Subscriber.id) == 0
+    assert _count(AuditEvent.id, AuditEvent.action == "demo.load") == 0

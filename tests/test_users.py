@@ -85,3 +85,31 @@ def test_cli_creates_user(runner):
     assert db.session.scalar(select(User).where(User.email == "cli@example.com")).role == "admin"
     again = runner.invoke(args=["users", "create", "--email", "cli@example.com", "--password", "x" * 12])
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_sign_out_and_every_user_change_leave_an_audit_row(client, login_as, auth):
+    admin = login_as(Role.ADMIN)
+    other = make_user(Role.VIEWER)
+    for path, data in [
+        (f"/users/{other.id}/role", {"role": "marketer"}),
+        (f"/users/{other.id}/role", {"role": "marketer"}),  # no change, no row
+        (f"/users/{other.id}/active", {"active": "0"}),
+        (f"/users/{other.id}/active", {"active": "1"}),
+        (f"/users/{other.id}/password", {"password": "another long password"}),
+    ]:
+        assert client.post(path, data=data).status_code == 302, path
+    assert auth.logout().status_code == 302
+    events = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action != "auth.login").order_by(AuditEvent.id)
+    ).all()
+    assert [(e.actor, e.actor_id, e.action, e.object_type, e.object_id) for e in events] == [
+        (admin.email, admin.id, "user.role", "user", str(other.id)),
+        (admin.email, admin.id, "user.deactivate", "user", str(other.id)),
+        (admin.email, admin.id, "user.activate", "user", str(other.id)),
+        (admin.email, admin.id, "user.password_reset", "user", str(other.id)),
+        (admin.email, admin.id, "auth.logout", None, None),
+    ]
+    role, *_, reset, logout = events
+    assert role.detail == {"email": other.email, "old": "viewer", "new": "marketer"}
+    assert "another long password" not in repr(reset.detail)  # what was set is never recorded
+    assert logout.address == "127.0.0.1" and all(e.at is not None for e in events)

@@ -7,15 +7,15 @@ from typing import Any
 
 from flask import Flask
 
-from webadmin.config import ROOT, load_config
+from webadmin.config import load_config, resource_folder
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application; `config` overrides settings read from the environment."""
     app = Flask(
         __name__,
-        template_folder=str(ROOT / "templates"),
-        static_folder=str(ROOT / "static"),
+        template_folder=str(resource_folder("templates")),
+        static_folder=str(resource_folder("static")),
         instance_relative_config=False,
     )
     app.config.from_mapping(load_config())
@@ -24,10 +24,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=app.config["LOG_LEVEL"])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     register_extensions(app)
+    register_converters(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_hooks(app)
     register_commands(app)
+    register_proxy(app)
     return app
 
 
@@ -40,7 +42,7 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     configure_engine(app)
-    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
+    migrate.init_app(app, db, directory=str(resource_folder("migrations")), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
     bootstrap.init_app(app)
@@ -54,6 +56,13 @@ def register_extensions(app: Flask) -> None:
 
     register_funnel_stages()  # the campaign funnel's SMS stages
     import webadmin.tasks  # noqa: F401  (tasks register on the queue)
+
+
+def register_converters(app: Flask) -> None:
+    """URL converters shared by every blueprint (bounded `<int:…>` ids)."""
+    from webadmin.converters import register_converters as register
+
+    register(app)
 
 
 def register_blueprints(app: Flask) -> None:
@@ -84,3 +93,16 @@ def register_commands(app: Flask) -> None:
     from webadmin.cli import register_cli
 
     register_cli(app)
+
+
+def register_proxy(app: Flask) -> None:
+    """Behind PROXY_HOPS proxies, take the client address, scheme and host from their X-Forwarded-* headers.
+
+    Without this the sign-in limit per address counts every visitor as the proxy, and the audit log records
+    the proxy's address. Left at 0 (no proxy), the headers are ignored, since any client could forge them.
+    """
+    hops = app.config["PROXY_HOPS"]
+    if hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)

@@ -44,9 +44,20 @@ def _declare(access: Access) -> Callable[[F], F]:
     return decorator
 
 
+# Changing anything needs at least a marketer unless a route says otherwise: "a viewer can look but never send or
+# change anything" then holds for every route that forgets to name a write role.
+DEFAULT_WRITE = Role.MARKETER
+
+
 def allow(read: Role, write: Role | None = None) -> Callable[[F], F]:
-    """Staff of at least `read` may GET; other methods need `write` (default: same as read)."""
-    return _declare(Access("staff", read, write or read))
+    """Staff of at least `read` may GET; other methods need `write` (default: `read`, but never below a marketer).
+
+    A viewer-safe write (signing yourself out) must say `write=Role.VIEWER` explicitly, and tests/test_access.py
+    lists each such route with the reason it changes nothing a viewer may not change.
+    """
+    if write is None:
+        write = read if read.at_least(DEFAULT_WRITE) else DEFAULT_WRITE
+    return _declare(Access("staff", read, write))
 
 
 def public(view: F) -> F:

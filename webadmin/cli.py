@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -101,6 +103,11 @@ def worker(workers: int) -> None:
     huey.create_consumer(workers=workers, worker_type="thread", periodic=True).run()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: leave the web server's loop the way Ctrl-C does, so the consumer is stopped too."""
+    raise KeyboardInterrupt
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True)
@@ -113,13 +120,20 @@ def serve(host: str, port: int, workers: int) -> None:
     from webadmin.queue import huey
 
     consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=True)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     consumer.start()
+    # Huey's start() installs handlers that only set flags for its own run() loop, which serve never runs: the
+    # first Ctrl-C and every SIGTERM were swallowed. Take the signals back; both now end the web server.
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     click.echo(f"webadmin: http://{host}:{port}/ (in-process worker: {workers} threads)")
     try:
-        # run_simple, not app.run: Flask refuses app.run under the `flask` command.
+        # run_simple, not app.run: Flask refuses app.run under the `flask` command. It returns on KeyboardInterrupt.
         run_simple(host, port, current_app._get_current_object(), threaded=True)
     finally:
-        consumer.stop(graceful=True)
+        consumer.stop(graceful=True)  # lets running tasks finish; a second Ctrl-C interrupts them
+        click.echo("webadmin: stopped")
 
 
 def register_cli(app: Flask) -> None:

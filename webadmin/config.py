@@ -7,20 +7,26 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+# An installed wheel carries templates/, static/ and migrations/ inside the package (see pyproject.toml,
+# [tool.hatch.build.targets.wheel.force-include]); a checkout keeps them at its root.
+BUNDLE = PACKAGE / "_bundle"
 
 # Every setting: (environment variable, default, description). The README's table is made from this list
 # (tests/test_docs.py checks that it stays complete).
 SETTINGS: list[tuple[str, str, str]] = [
     ("WEBADMIN_DATABASE_URL", "sqlite:///<instance>/webadmin.sqlite3", "SQLAlchemy database URL"),
     ("WEBADMIN_SECRET_KEY", "generated once into <instance>/secret_key", "signs sessions and CSRF tokens"),
-    ("WEBADMIN_INSTANCE_PATH", "./instance", "folder for the SQLite files, the secret key and the queue"),
+    ("WEBADMIN_INSTANCE_PATH", "<checkout>/instance (installed: ./instance)",
+     "folder for the SQLite files, the secret key and the queue"),
     ("WEBADMIN_REDIS_URL", "(unset: SQLite queue under instance/)", "Redis URL for the task queue"),
     ("WEBADMIN_SESSION_HOURS", "12", "how long a console sign-in lasts"),
     ("WEBADMIN_LOGIN_MAX_FAILURES_ACCOUNT", "5", "failed sign-ins per account before a pause"),
     ("WEBADMIN_LOGIN_MAX_FAILURES_ADDRESS", "20", "failed sign-ins per client address before a pause"),
     ("WEBADMIN_LOGIN_WINDOW_MINUTES", "15", "window (and pause) for the sign-in limits"),
     ("WEBADMIN_SECURE_COOKIES", "false", "mark cookies Secure (set true behind HTTPS)"),
+    ("WEBADMIN_PROXY_HOPS", "0", "proxies in front that set X-Forwarded-For/-Proto/-Host (trusted that many deep)"),
     ("WEBADMIN_LOG_LEVEL", "INFO", "log level"),
     ("WEBADMIN_CREDENTIALS_KEYS", "generated once into <instance>/credentials_key",
      "Fernet keys for channel credentials, newest first, comma-separated (rotation)"),
@@ -44,22 +50,47 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _env_int(name: str, default: int) -> int:
-    """Read an integer environment variable, failing loudly on garbage."""
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
+    """Read an integer environment variable, failing loudly on garbage or a value below `minimum`."""
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise RuntimeError(f"{name} must be a whole number, not {value!r}") from exc
+    if minimum is not None and number < minimum:
+        raise RuntimeError(f"{name} must be at least {minimum}, not {number}")
+    return number
+
+
+def resource_folder(name: str) -> Path:
+    """`templates`, `static` or `migrations`: the copy inside an installed wheel, else the checkout's root folder."""
+    bundled = BUNDLE / name
+    return bundled if bundled.is_dir() else ROOT / name
+
+
+def default_instance_path() -> Path:
+    """`instance/` in the checkout; for an installed wheel `./instance` (not inside site-packages)."""
+    return Path.cwd() / "instance" if BUNDLE.is_dir() else ROOT / "instance"
 
 
 def instance_path() -> Path:
     """The instance folder (SQLite database, secret key, queue), created on demand."""
-    path = Path(os.environ.get("WEBADMIN_INSTANCE_PATH") or ROOT / "instance").resolve()
+    path = Path(os.environ.get("WEBADMIN_INSTANCE_PATH") or default_instance_path()).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def load_dotenv_file() -> None:
+    """Read `.env` from the working directory (or a folder above it) into the environment, as the `flask`
+    command does, so gunicorn and workers see the same settings; variables already set win, and
+    FLASK_SKIP_DOTENV=1 turns it off."""
+    from dotenv import find_dotenv, load_dotenv
+    from flask.helpers import get_load_dotenv
+
+    if get_load_dotenv() and (path := find_dotenv(usecwd=True)):
+        load_dotenv(path, override=False, encoding="utf-8")
 
 
 def _secret_key(instance: Path) -> str:
@@ -79,7 +110,8 @@ def _secret_key(instance: Path) -> str:
 
 
 def load_config() -> dict[str, Any]:
-    """Build the Flask config mapping from the environment."""
+    """Build the Flask config mapping from the environment (and `.env`)."""
+    load_dotenv_file()
     instance = instance_path()
     database_url = os.environ.get("WEBADMIN_DATABASE_URL") or f"sqlite:///{instance / 'webadmin.sqlite3'}"
     secure = _env_bool("WEBADMIN_SECURE_COOKIES", False)
@@ -88,10 +120,11 @@ def load_config() -> dict[str, Any]:
         "SECRET_KEY": _secret_key(instance),
         "SQLALCHEMY_DATABASE_URI": normalize_database_url(database_url),
         "REDIS_URL": os.environ.get("WEBADMIN_REDIS_URL") or None,
-        "SESSION_HOURS": _env_int("WEBADMIN_SESSION_HOURS", 12),
-        "LOGIN_MAX_FAILURES_ACCOUNT": _env_int("WEBADMIN_LOGIN_MAX_FAILURES_ACCOUNT", 5),
-        "LOGIN_MAX_FAILURES_ADDRESS": _env_int("WEBADMIN_LOGIN_MAX_FAILURES_ADDRESS", 20),
-        "LOGIN_WINDOW_MINUTES": _env_int("WEBADMIN_LOGIN_WINDOW_MINUTES", 15),
+        "SESSION_HOURS": _env_int("WEBADMIN_SESSION_HOURS", 12, minimum=1),
+        "LOGIN_MAX_FAILURES_ACCOUNT": _env_int("WEBADMIN_LOGIN_MAX_FAILURES_ACCOUNT", 5, minimum=1),
+        "LOGIN_MAX_FAILURES_ADDRESS": _env_int("WEBADMIN_LOGIN_MAX_FAILURES_ADDRESS", 20, minimum=1),
+        "LOGIN_WINDOW_MINUTES": _env_int("WEBADMIN_LOGIN_WINDOW_MINUTES", 15, minimum=1),
+        "PROXY_HOPS": _env_int("WEBADMIN_PROXY_HOPS", 0, minimum=0),
         "LOG_LEVEL": os.environ.get("WEBADMIN_LOG_LEVEL", "INFO"),
         "SESSION_COOKIE_SECURE": secure,
         "SESSION_COOKIE_HTTPONLY": True,
@@ -133,14 +166,14 @@ def _env_float(name: str, default: float) -> float:
 def _engine_settings() -> dict[str, Any]:
     """Delivery engine tunables (workers read them too, so they come from the environment)."""
     return {
-        "ENGINE_BATCH_SIZE": _env_int("WEBADMIN_ENGINE_BATCH_SIZE", 1000),
+        "ENGINE_BATCH_SIZE": _env_int("WEBADMIN_ENGINE_BATCH_SIZE", 1000, minimum=1),
         "ENGINE_LEASE_SECONDS": _env_float("WEBADMIN_ENGINE_LEASE_SECONDS", 60.0),
-        "ENGINE_MAX_ATTEMPTS": _env_int("WEBADMIN_ENGINE_MAX_ATTEMPTS", 5),
+        "ENGINE_MAX_ATTEMPTS": _env_int("WEBADMIN_ENGINE_MAX_ATTEMPTS", 5, minimum=1),
         "ENGINE_MAX_AGE_HOURS": _env_float("WEBADMIN_ENGINE_MAX_AGE_HOURS", 24.0),
         "ENGINE_RETRY_BASE_SECONDS": _env_float("WEBADMIN_ENGINE_RETRY_BASE_SECONDS", 30.0),
-        "ENGINE_DISPATCH_FANOUT": _env_int("WEBADMIN_ENGINE_DISPATCH_FANOUT", 4),
-        "SCHEDULE_MISSED_WINDOW_MINUTES": _env_int("WEBADMIN_SCHEDULE_MISSED_WINDOW_MINUTES", 15),
-        "SMS_BATCH_SIZE": _env_int("WEBADMIN_SMS_BATCH_SIZE", 100),
+        "ENGINE_DISPATCH_FANOUT": _env_int("WEBADMIN_ENGINE_DISPATCH_FANOUT", 4, minimum=1),
+        "SCHEDULE_MISSED_WINDOW_MINUTES": _env_int("WEBADMIN_SCHEDULE_MISSED_WINDOW_MINUTES", 15, minimum=0),
+        "SMS_BATCH_SIZE": _env_int("WEBADMIN_SMS_BATCH_SIZE", 100, minimum=1),
     }
 
 

@@ -28,20 +28,112 @@ def test_first_run_login_dashboard_logout(page, artifacts):
     assert page.console_errors == []
 
 
-def test_phone_width_layout(page, live_app, artifacts):
+PHONE = {"width": 390, "height": 844}
+SECTIONS = ["Dashboard", "Compose", "Campaigns", "Offers", "Audience", "Templates", "Analytics", "Settings", "Users"]
+
+
+def _sign_in_as_admin(page) -> None:
+    """Sign in through the form as a fresh admin."""
     from tests.factories import PASSWORD, make_user
     from webadmin.models.user import Role
 
     user = make_user(Role.ADMIN)
-    page.set_viewport_size({"width": 390, "height": 844})
     page.goto("/login")
     page.fill("input[name=email]", user.email)
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url("**/")
-    # Nothing is wider than the screen: no sideways scrolling of the whole page.
-    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert overflow <= 0
-    assert page.locator("nav.wa-nav").is_visible()
+
+
+def _overflow(page) -> int:
+    """How far the page is wider than the screen (0 or less: no sideways scrolling)."""
+    return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+
+def _within_screen(box, width: int) -> bool:
+    """Whether an element's box lies inside the screen's width."""
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+
+
+def test_phone_width_layout(page, live_app, artifacts):
+    page.set_viewport_size(PHONE)
+    _sign_in_as_admin(page)
+    assert _overflow(page) <= 0  # nothing is wider than the screen
+    assert page.locator("nav.wa-nav").is_hidden()  # the one-row bar is for wide screens
+    menu = page.locator("details.wa-menu > summary")
+    assert menu.is_visible() and _within_screen(menu.bounding_box(), PHONE["width"])
     page.screenshot(path=str(artifacts / "dashboard-390px.png"), full_page=True)
     assert (artifacts / "dashboard-390px.png").stat().st_size > 1000
+    menu.click()
+    page.screenshot(path=str(artifacts / "dashboard-390px-menu.png"))
+    links = page.locator(".wa-menu-panel a.nav-link")
+    assert links.all_inner_texts() == SECTIONS
+    # Every section is on the first screen once the menu is open, and each link really opens its page.
+    for label in SECTIONS:
+        if not page.locator("details.wa-menu").evaluate("el => el.open"):
+            page.click("details.wa-menu > summary")
+        link = page.locator(".wa-menu-panel a.nav-link", has_text=label)
+        box = link.bounding_box()
+        assert link.is_visible() and _within_screen(box, PHONE["width"]) and box["y"] + box["height"] <= 844, label
+        href = link.get_attribute("href")
+        link.click()
+        page.wait_for_url(f"**{href}")
+        assert page.locator("h1").first.is_visible(), label
+        assert page.locator(".wa-menu-panel a.nav-link.active").text_content().strip() == label
+        assert _overflow(page) <= 0, label
+    assert page.console_errors == []
+
+
+@pytest.mark.parametrize("width", [1200, 1440])
+def test_wide_screens_show_every_section_in_one_row(page, live_app, artifacts, width):
+    page.set_viewport_size({"width": width, "height": 800})
+    _sign_in_as_admin(page)
+    assert page.locator("details.wa-menu").is_hidden()
+    links = page.locator("nav.wa-nav a.nav-link")
+    assert links.all_inner_texts() == SECTIONS
+    assert all(_within_screen(links.nth(i).bounding_box(), width) for i in range(len(SECTIONS)))
+    assert _within_screen(page.locator("text=Sign out").bounding_box(), width)
+    assert _overflow(page) <= 0
+    page.screenshot(path=str(artifacts / f"dashboard-{width}px.png"))
+
+
+def test_first_run_to_sign_out_without_javascript(browser, live_server):
+    """Every step is a plain form or link: no htmx, no script, and the phone menu still opens."""
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False, viewport=PHONE)
+    page = context.new_page()
+    failures = []
+    page.on("response", lambda r: r.status >= 400 and failures.append(f"{r.status} {r.url}"))
+    try:
+        page.goto("/")
+        assert page.url.endswith("/setup")
+        page.fill("input[name=email]", "owner@example.com")
+        page.fill("input[name=password]", "a long admin password")
+        page.fill("input[name=confirm]", "a long admin password")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/")
+        page.click("details.wa-menu > summary")  # <details> opens without JavaScript
+        page.click(".wa-menu-panel >> text=Users")
+        page.wait_for_url("**/users/")
+        form = page.locator("#users-create")
+        form.locator("input[name=email]").fill("viewer@example.com")
+        form.locator("select[name=role]").select_option("viewer")
+        form.locator("input[name=password]").fill("a long viewer password")
+        form.locator("button[type=submit]").click()
+        page.wait_for_url("**/users/")
+        assert "Account viewer@example.com created." in page.locator("main").inner_text()
+        assert page.locator("#users-table").inner_text().count("viewer@example.com") == 1
+        page.click("text=Sign out")
+        page.wait_for_url("**/login")
+        assert "You are signed out." in page.locator("main").inner_text()
+        page.fill("input[name=email]", "viewer@example.com")
+        page.fill("input[name=password]", "a long viewer password")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/")
+        assert page.locator("h1").inner_text() == "Dashboard"
+        page.click("text=Sign out")
+        page.wait_for_url("**/login")
+        page.goto("/users/")  # signed out for real: the console asks to sign in again
+        assert "/login?next=/users/" in page.url
+        assert failures == []
+    finally:
+        context.close()

@@ -64,10 +64,23 @@ def create_user(email: str, password: str, role: Role, *, actor: User | str | No
     return user
 
 
+def _lock_users_for_first_run() -> None:
+    """Hold the users table's write lock until commit, so the check-then-insert of the first run is atomic.
+
+    Without it two first-run submissions with different emails both counted no users and both made an admin
+    (the unique email only stops identical ones). PostgreSQL: a self-conflicting table lock that still lets
+    readers through. SQLite: BEGIN IMMEDIATE takes the single writer lock before the count is read.
+    """
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+    elif connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # a transaction that already wrote holds the lock
+
+
 def create_first_admin(email: str, password: str) -> User:
-    """Create the first admin on an empty install; refused once any account exists."""
-    # Serialize concurrent first-run submissions: the count and the insert happen in one transaction,
-    # and a second admin from a racing request fails the unique email or sees the first row.
+    """Create the first admin on an empty install; refused once any account exists, even by a racing request."""
+    _lock_users_for_first_run()
     if has_users():
         raise ServiceError("webadmin is already set up; sign in instead.", code="conflict")
     user = create_user(email, password, Role.ADMIN, actor="first-run")

@@ -60,7 +60,7 @@ def login():
 
 
 @bp.route("/logout", methods=["POST"])
-@allow(Role.VIEWER)
+@allow(Role.VIEWER, write=Role.VIEWER)  # signing yourself out changes nothing but your own session
 def logout():
     """End the server-side session, so a copy of the cookie no longer works."""
     form = LogoutForm()

@@ -10,6 +10,7 @@ from flask_wtf import FlaskForm
 
 from webadmin.access import Role, allow
 from webadmin.console.analytics.views import campaign_charts
+from webadmin.console.request_info import page_arg
 from webadmin.extensions import db, htmx
 from webadmin.models.campaign import SOURCES, Campaign, CampaignStatus
 from webadmin.models.message import MessageState
@@ -38,7 +39,7 @@ def index():
     """All campaigns with filters and pages."""
     page = campaign_views.campaign_list(
         status=request.args.get("status") or None, source=request.args.get("source") or None,
-        q=request.args.get("q") or None, page=request.args.get("page", 1, type=int),
+        q=request.args.get("q") or None, page=page_arg(),
     )
     statuses = [s.value for s in CampaignStatus] + [campaign_views.HELD]
     return render_template("campaigns/index.html", page=page, statuses=statuses, sources=SOURCES)
@@ -87,7 +88,7 @@ def _log(campaign: Campaign) -> campaign_views.Page:
     """The message log page asked for in the query string."""
     args = request.args
     return campaign_views.message_log(campaign.id, key=args.get("key") or None, state=args.get("state") or None,
-                                      error=args.get("error") or None, page=args.get("page", 1, type=int))
+                                      error=args.get("error") or None, page=page_arg())
 
 
 @bp.route("/<int:campaign_id>/messages")

@@ -11,6 +11,7 @@ from wtforms.fields.choices import SelectChoice
 
 from webadmin.access import Role, allow
 from webadmin.console.compose.forms import PLATFORM_LIMITS, ComposeForm, TestSendForm
+from webadmin.console.request_info import id_arg
 from webadmin.extensions import db, htmx
 from webadmin.models.offer import Offer
 from webadmin.services import ServiceError, compose
@@ -41,9 +42,9 @@ def _query_form() -> ComposeForm:
 
 def _prefill() -> compose.Prefill:
     """Prefill from ?offer_id= (Push Offer) or ?from= (duplicate as new)."""
-    if offer_id := request.args.get("offer_id", type=int):
+    if offer_id := id_arg("offer_id"):
         return compose.offer_prefill(offer_id)
-    if campaign_id := request.args.get("from", type=int):
+    if campaign_id := id_arg("from"):
         return compose.campaign_prefill(campaign_id)
     return compose.Prefill({})
 

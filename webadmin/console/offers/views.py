@@ -12,6 +12,7 @@ from wtforms.fields.choices import SelectChoice
 import webadmin.services.offers as offers  # registers the Simulator's deep-link resolvers
 from webadmin.access import Role, allow
 from webadmin.console.offers.forms import ArchiveForm, OfferFilterForm, OfferForm
+from webadmin.console.request_info import page_arg
 from webadmin.extensions import db, htmx
 from webadmin.models.app import App
 from webadmin.models.offer import Offer
@@ -72,7 +73,7 @@ def index():
     form = OfferFilterForm(request.args)
     form.validate()
     page = offers.list_offers(kind=form.kind.data or None, state=form.state.data or None,
-                              page=request.args.get("page", 1, int))
+                              page=page_arg())
     filtered = bool(form.kind.data or form.state.data)
     context = {"form": form, "page": page, "state_of": offers.state_of, "filtered": filtered}
     if htmx and htmx.target == "offers-list":

@@ -7,6 +7,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from webadmin.access import Role, allow
+from webadmin.console.request_info import page_arg
 from webadmin.console.users.forms import (
     ActiveForm,
     AuditFilterForm,
@@ -114,6 +115,6 @@ def audit():
     form = AuditFilterForm(request.args)
     form.validate()
     page = audit_page(
-        action=form.action.data or None, actor=form.actor.data or None, page=request.args.get("page", 1, int)
+        action=form.action.data or None, actor=form.actor.data or None, page=page_arg()
     )
     return render_template("users/audit.html", form=form, page=page)
