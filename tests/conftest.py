@@ -4,6 +4,7 @@ Google service account."""
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,9 @@ from webadmin.extensions import db
 from webadmin.models.user import Role, User
 
 BACKENDS = ["sqlite", "postgresql"]
+# A developer's .env (say, one naming their own database) must not reach the suite or the processes it starts;
+# tests/test_config.py exercises .env loading on a clean environment of its own.
+os.environ["FLASK_SKIP_DOTENV"] = "1"
 
 
 @pytest.hookimpl(tryfirst=True)
