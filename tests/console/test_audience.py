@@ -348,10 +348,23 @@ def test_import_reports_every_kind_of_problem(client, login_as):
         ",,,\n"  # blank lines are skipped
         "c@example.com,,,english!\n"
         "d@example.com,,\n"
+        # JSON the API refuses too: Python's json reads NaN (PostgreSQL refuses it), recurses into "[[[…" until
+        # RecursionError, and decodes a lone surrogate that no page or CSV can then encode.
+        'nan@example.com,,"{""a"": NaN}",\n'
+        'inf@example.com,,"{""a"": 1e999}",\n'
+        f"deep@example.com,,{'[' * 3000},\n"
+        'half@example.com,,"{""a"": ""\\ud800""}",\n'
+        'broken@example.com,,"{""a"": 1",\n'
     )
     html = _import(client, text).get_data(as_text=True)
     for expected in ("<td>2</td><td>time_zone</td>", "<td>3</td><td>attributes</td>", "The same key is on line 2",
-                     "<td>6</td><td>locale</td>", "Expected 4 cells, found 3"):  # fmt: skip
+                     "<td>6</td><td>locale</td>", "Expected 4 cells, found 3",
+                     "<td>8</td><td>attributes</td><td>Not valid JSON (NaN is not allowed in JSON)",
+                     "<td>9</td><td>attributes</td><td>Not valid JSON (the number 1e999 is out of range)",
+                     "<td>10</td><td>attributes</td><td>Not valid JSON (nested too deeply)",
+                     "<td>11</td><td>attributes</td><td>Not valid JSON (a \\u escape is half of a surrogate pair",
+                     "<td>12</td><td>attributes</td><td>Not valid JSON (Expecting &#39;,&#39; delimiter at character 8)",
+                     ):  # fmt: skip
         assert expected in html, expected
     assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0
 

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, Select, bindparam, func, insert, select, text, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from webadmin import strict_json
 from webadmin.database import is_sqlite
 from webadmin.extensions import db
 from webadmin.models.audience import Device, GroupMember, Subscriber
@@ -216,11 +217,12 @@ def _attribute_value(name: str, value: Any) -> Any:
 
 
 def _attributes_json(value: str) -> dict[str, Any]:
-    """The `attributes` cell: a JSON object."""
+    """The `attributes` cell: a JSON object, read by the API's rules (no NaN, no lone surrogates, bounded depth)."""
     try:
-        parsed = json.loads(value)
+        parsed = strict_json.loads(value)
     except ValueError as exc:
-        raise ValueError('Not valid JSON; write an object such as {"tier": "gold"}.') from exc
+        reason = f"{exc.msg} at character {exc.pos + 1}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ValueError(f'Not valid JSON ({reason}); write an object such as {{"tier": "gold"}}.') from exc
     if not isinstance(parsed, dict):
         raise ValueError('Write a JSON object such as {"tier": "gold"}.')
     return {name: _attribute_value(name, item) for name, item in parsed.items()}
