@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +16,8 @@ from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
 from webadmin.models.audit import AuditEvent
+from webadmin.models.campaign import Campaign
+from webadmin.models.message import Message
 from webadmin.models.user import Role
 from webadmin.services import subscriber_search
 from webadmin.services.subscriber_search import DeviceFilters, SubscriberFilters
@@ -190,10 +193,79 @@ def test_subscriber_page_shows_profile_devices_reasons_and_groups(client, login_
     db.session.commit()
     page = client.get(f"/audience/subscribers/{jan.id}").get_data(as_text=True)
     for text in ("Jan Nowak", "+48600100200", "pl-PL", "Europe/Warsaw", "tier", "gold", "Washer owners",
-                 "Unregistered", "2026-03-01 12:30", "invalid", "Messages: none yet"):  # fmt: skip
+                 "Unregistered", "2026-03-01 12:30", "invalid", "No push has reached this subscriber"):  # fmt: skip
         assert text in page, text
     assert client.get("/audience/subscribers/999999").status_code == 404
     assert client.get(f"/audience/subscribers/{2**40}").status_code == 404
+
+
+def _campaign(app: App, title: str | None, text: str = "Hello") -> Campaign:
+    campaign = Campaign(app_id=app.id, title=title, text=text, status="sent")
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+def _message(campaign: Campaign | None, device: Device, recipient: str | None, **fields) -> Message:
+    message = Message(uuid=str(uuid.uuid4()), campaign_id=campaign and campaign.id, device_id=device.id,
+                      recipient=recipient, state=fields.pop("state", "SENT"), **fields)  # fmt: skip
+    db.session.add(message)
+    db.session.commit()
+    return message
+
+
+def test_subscriber_page_lists_the_pushes_their_devices_received(client, login_as, audience):
+    login_as(Role.VIEWER)
+    anna, jan = audience["anna"], audience["jan"]
+    ios, android = sorted(db.session.get(Subscriber, anna.id).devices, key=lambda d: d.platform, reverse=True)
+    before_the_move = _campaign(audience["app"], "Sent to the token's previous owner")
+    _message(before_the_move, android, "previous.owner@example.com")  # the token moved to Anna later
+    sale = _campaign(audience["app"], "Spring sale")
+    news = _campaign(audience["app"], None, "Truffles are back in every shop this week")
+    sent = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
+    _message(sale, ios, anna.subscriber_key, sent_at=sent, opened_at=datetime(2026, 3, 2, 9, 47, tzinfo=UTC))
+    _message(news, android, anna.subscriber_key, state="ERROR", error="NotRegistered: the app was removed")
+    _message(sale, jan.devices[0], jan.subscriber_key, state="ERROR", error="Jan's own error")
+    page = client.get(f"/audience/subscribers/{anna.id}").get_data(as_text=True)
+    section = page.split('id="audience-subscriber-messages"')[1].split("</section>")[0]
+    assert section.count("<tr>") == 3  # the header and Anna's two messages, newest first
+    newest, oldest = section.split("<tr>")[2:]
+    assert f'href="/campaigns/{news.id}"' in newest and "Truffles are back in every shop this…" in newest
+    assert "Android · Nibs" in newest and ">ERROR<" in newest and "NotRegistered: the app was removed" in newest
+    assert f'href="/campaigns/{sale.id}"' in oldest and "Spring sale" in oldest and "iOS · Nibs" in oldest
+    assert ">SENT<" in oldest and "2026-03-02 09:15" in oldest and "2026-03-02 09:47" in oldest
+    assert "Jan&#39;s own error" not in section and "previous owner" not in section and "Older" not in section
+    jan_page = client.get(f"/audience/subscribers/{jan.id}").get_data(as_text=True)
+    assert "Jan&#39;s own error" in jan_page and "NotRegistered" not in jan_page
+
+
+def test_subscriber_messages_page_by_keyset_with_and_without_htmx(client, login_as, audience, monkeypatch):
+    login_as(Role.VIEWER)
+    anna = audience["anna"]
+    device = db.session.get(Subscriber, anna.id).devices[0]
+    campaigns = [_campaign(audience["app"], f"Campaign {n:02d}") for n in range(23)]
+    ids = [_message(c, device, anna.subscriber_key).id for c in campaigns]
+    first = client.get(f"/audience/subscribers/{anna.id}").get_data(as_text=True)
+    assert "Campaign 22" in first and "Campaign 03" in first and "Campaign 02" not in first  # 20 newest
+    older = f"/audience/subscribers/{anna.id}?before={ids[3]}"
+    assert f'rel="next" href="{older}#audience-subscriber-messages"' in first and ">Newest<" not in first
+    fragment = client.get(older, headers={"HX-Request": "true", "HX-Target": "audience-subscriber-messages"})
+    html = fragment.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="audience-subscriber-messages"') and "<html" not in html
+    assert [f"Campaign {n:02d}" in html for n in (2, 1, 0, 3)] == [True, True, True, False]
+    assert ">Newest<" in html and 'rel="next"' not in html
+    past_the_end = client.get(f"/audience/subscribers/{anna.id}?before={ids[0]}").get_data(as_text=True)
+    assert "No older messages" in past_the_end
+    for junk in ("abc", "-1", "0", str(2**40), "9" * 400):  # ignored: the newest page
+        assert "Campaign 22" in client.get(f"/audience/subscribers/{anna.id}?before={junk}").get_data(as_text=True)
+
+
+def test_subscriber_messages_empty_states(client, login_as, audience):
+    login_as(Role.MARKETER)
+    no_pushes = client.get(f"/audience/subscribers/{audience['zofia'].id}").get_data(as_text=True)
+    assert "No push has reached this subscriber's devices yet" in no_pushes and 'href="/compose/"' in no_pushes
+    no_devices = client.get(f"/audience/subscribers/{audience['nobody'].id}").get_data(as_text=True)
+    assert "pushes go to devices, and this subscriber has none yet" in no_devices
 
 
 def test_devices_list_filters_by_app_platform_and_status(client, login_as, audience):
