@@ -130,6 +130,13 @@ def group_list():
     return render_template("audience/groups.html", form=form, rows=group_service.list_groups())
 
 
+@bp.route("/groups.csv")
+@audience_access
+def export_groups():
+    """Every group with its member count as CSV."""
+    return _csv(subscriber_csv.export_groups(actor=current_user), "groups.csv")
+
+
 def _group_page(group: Group, **forms):
     """A group's page: members (searchable, keyset pages), the edit form and the add-members panel."""
     q = (request.args.get("q") or "").strip()[:254] or None
