@@ -100,3 +100,46 @@ def test_a_paste_too_large_for_one_request_says_so(page, live_app):
     message.wait_for()
     assert "paste fewer keys, or upload them as a file" in message.inner_text()
     assert [e for e in page.console_errors if "413" not in e] == []
+
+
+# Throttled so the upload takes a moment (~0.75 s): unthrottled on loopback, the file would go in one piece.
+UPLOAD_THROTTLE = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 3_000_000}
+
+
+def test_a_large_upload_moves_the_progress_bar_before_the_preview(page, live_app, tmp_path):
+    from webadmin.models.user import Role
+
+    _subscribers("anna@example.com")
+    _sign_in(page, Role.MARKETER)
+    page.goto("/audience/groups")
+    page.fill("#audience-group-create input[name=name]", "Big upload")
+    page.click("#audience-group-create button[type=submit]")
+    page.wait_for_url("**/audience/groups/*")
+    # ~2.2 MB, mostly a wide note column (as CRM exports have), so the server has only 8,000 keys to match.
+    csv_file = tmp_path / "keys.csv"
+    csv_file.write_text("subscriber_key,note\nanna@example.com,x\n"
+                        + "".join(f"nobody-{n:06d}@example.com,{'-' * 250}\n" for n in range(8_000)))  # fmt: skip
+    # Record what the bar shows at each progress event (after audience.js moved it) and when htmx swaps.
+    page.evaluate("""() => {
+        window.seen = {values: [], visible: [], atSwap: null};
+        const bar = () => document.querySelector("#audience-member-indicator progress[data-upload-progress]");
+        document.addEventListener("htmx:xhr:progress", () => {
+            window.seen.values.push(bar().value);
+            window.seen.visible.push(bar().checkVisibility());
+        });
+        document.addEventListener("htmx:beforeSwap", () => { window.seen.atSwap = bar().value; });
+    }""")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", UPLOAD_THROTTLE)
+    page.set_input_files("#audience-member-keys input[type=file]", str(csv_file))
+    page.click("#audience-member-keys button[type=submit]")
+    page.locator("#audience-preview-counts").wait_for(timeout=20_000)
+    seen = page.evaluate("window.seen")
+    assert seen["atSwap"] == 100, seen
+    partial = [value for value in seen["values"] if 0 < value < 100]
+    assert partial and partial == sorted(partial), seen["values"]  # it moved, forwards, before the answer came
+    assert all(seen["visible"]), "the bar is hidden while it moves"
+    counts = " ".join(page.locator("#audience-preview-counts").inner_text().split())
+    assert "8,001 distinct keys" in counts and "1 matched" in counts
+    assert page.console_errors == []

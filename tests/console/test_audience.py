@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +16,8 @@ from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
 from webadmin.models.audit import AuditEvent
+from webadmin.models.campaign import Campaign
+from webadmin.models.message import Message
 from webadmin.models.user import Role
 from webadmin.services import subscriber_search
 from webadmin.services.subscriber_search import DeviceFilters, SubscriberFilters
@@ -174,6 +177,14 @@ def test_pages_are_links_without_javascript(client, login_as, app):
     assert "user050@example.com" in second and "user054@example.com" in second and "user049@example.com" not in second
 
 
+def test_audience_tabs_lead_to_simulated_devices(client, login_as, audience):
+    login_as(Role.VIEWER)
+    for path in ("/audience/", "/audience/groups"):  # one macro draws the tabs of every audience page
+        tabs = client.get(path).get_data(as_text=True).split('id="audience-tabs"')[1].split("</ul>")[0]
+        assert 'href="/simulator/">Simulated devices</a>' in tabs, path
+    assert client.get("/simulator/").status_code == 200  # the tab's page answers for the roles that see the tab
+
+
 def test_empty_install_explains_where_subscribers_come_from(client, login_as):
     login_as(Role.MARKETER)
     page = client.get("/audience/").get_data(as_text=True)
@@ -190,10 +201,85 @@ def test_subscriber_page_shows_profile_devices_reasons_and_groups(client, login_
     db.session.commit()
     page = client.get(f"/audience/subscribers/{jan.id}").get_data(as_text=True)
     for text in ("Jan Nowak", "+48600100200", "pl-PL", "Europe/Warsaw", "tier", "gold", "Washer owners",
-                 "Unregistered", "2026-03-01 12:30", "invalid", "Messages: none yet"):  # fmt: skip
+                 "Unregistered", "2026-03-01 12:30", "invalid", "No push has reached this subscriber"):  # fmt: skip
         assert text in page, text
     assert client.get("/audience/subscribers/999999").status_code == 404
     assert client.get(f"/audience/subscribers/{2**40}").status_code == 404
+
+
+def _campaign(app: App, title: str | None, text: str = "Hello") -> Campaign:
+    campaign = Campaign(app_id=app.id, title=title, text=text, status="sent")
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+def _message(campaign: Campaign | None, device: Device, recipient: str | None, **fields) -> Message:
+    message = Message(uuid=str(uuid.uuid4()), campaign_id=campaign and campaign.id, device_id=device.id,
+                      recipient=recipient, state=fields.pop("state", "SENT"), **fields)  # fmt: skip
+    db.session.add(message)
+    db.session.commit()
+    return message
+
+
+def test_subscriber_page_lists_the_pushes_their_devices_received(client, login_as, audience):
+    login_as(Role.VIEWER)
+    anna, jan = audience["anna"], audience["jan"]
+    ios, android = sorted(db.session.get(Subscriber, anna.id).devices, key=lambda d: d.platform, reverse=True)
+    before_the_move = _campaign(audience["app"], "Sent to the token's previous owner")
+    _message(before_the_move, android, "previous.owner@example.com")  # the token moved to Anna later
+    sale = _campaign(audience["app"], "Spring sale")
+    news = _campaign(audience["app"], None, "Truffles are back in every shop this week")
+    sent = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
+    _message(sale, ios, anna.subscriber_key, sent_at=sent, opened_at=datetime(2026, 3, 2, 9, 47, tzinfo=UTC))
+    _message(news, android, anna.subscriber_key, state="ERROR", error="NotRegistered: the app was removed")
+    _message(sale, jan.devices[0], jan.subscriber_key, state="ERROR", error="Jan's own error")
+    page = client.get(f"/audience/subscribers/{anna.id}").get_data(as_text=True)
+    section = page.split('id="audience-subscriber-messages"')[1].split("</section>")[0]
+    assert section.count("<tr>") == 3  # the header and Anna's two messages, newest first
+    newest, oldest = section.split("<tr>")[2:]
+    assert f'href="/campaigns/{news.id}"' in newest and "Truffles are back in every shop this…" in newest
+    assert "Android · Nibs" in newest and ">ERROR<" in newest and "NotRegistered: the app was removed" in newest
+    assert f'href="/campaigns/{sale.id}"' in oldest and "Spring sale" in oldest and "iOS · Nibs" in oldest
+    assert ">SENT<" in oldest and "2026-03-02 09:15" in oldest and "2026-03-02 09:47" in oldest
+    assert "Jan&#39;s own error" not in section and "previous owner" not in section and "Older" not in section
+    jan_page = client.get(f"/audience/subscribers/{jan.id}").get_data(as_text=True)
+    assert "Jan&#39;s own error" in jan_page and "NotRegistered" not in jan_page
+
+
+def test_subscriber_messages_page_by_keyset_with_and_without_htmx(client, login_as, audience, monkeypatch):
+    login_as(Role.VIEWER)
+    anna = audience["anna"]
+    device = db.session.get(Subscriber, anna.id).devices[0]
+    campaigns = [Campaign(app_id=audience["app"].id, title=f"Campaign {n:02d}", text="Hi") for n in range(23)]
+    db.session.add_all(campaigns)
+    db.session.flush()
+    messages = [Message(uuid=str(uuid.uuid4()), campaign_id=c.id, device_id=device.id, recipient=anna.subscriber_key,
+                        state="SENT") for c in campaigns]  # fmt: skip
+    db.session.add_all(messages)
+    db.session.commit()
+    ids = [m.id for m in messages]
+    first = client.get(f"/audience/subscribers/{anna.id}").get_data(as_text=True)
+    assert "Campaign 22" in first and "Campaign 03" in first and "Campaign 02" not in first  # 20 newest
+    older = f"/audience/subscribers/{anna.id}?before={ids[3]}"
+    assert f'rel="next" href="{older}#audience-subscriber-messages"' in first and ">Newest<" not in first
+    fragment = client.get(older, headers={"HX-Request": "true", "HX-Target": "audience-subscriber-messages"})
+    html = fragment.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="audience-subscriber-messages"') and "<html" not in html
+    assert [f"Campaign {n:02d}" in html for n in (2, 1, 0, 3)] == [True, True, True, False]
+    assert ">Newest<" in html and 'rel="next"' not in html
+    past_the_end = client.get(f"/audience/subscribers/{anna.id}?before={ids[0]}").get_data(as_text=True)
+    assert "No older messages" in past_the_end
+    for junk in ("-1", str(2**40), "9" * 400):  # ignored: the newest page
+        assert "Campaign 22" in client.get(f"/audience/subscribers/{anna.id}?before={junk}").get_data(as_text=True)
+
+
+def test_subscriber_messages_empty_states(client, login_as, audience):
+    login_as(Role.MARKETER)
+    no_pushes = client.get(f"/audience/subscribers/{audience['zofia'].id}").get_data(as_text=True)
+    assert "No push has reached this subscriber's devices yet" in no_pushes and 'href="/compose/"' in no_pushes
+    no_devices = client.get(f"/audience/subscribers/{audience['nobody'].id}").get_data(as_text=True)
+    assert "pushes go to devices, and this subscriber has none yet" in no_devices
 
 
 def test_devices_list_filters_by_app_platform_and_status(client, login_as, audience):
@@ -348,11 +434,24 @@ def test_import_reports_every_kind_of_problem(client, login_as):
         ",,,\n"  # blank lines are skipped
         "c@example.com,,,english!\n"
         "d@example.com,,\n"
+        # JSON the API refuses too: Python's json reads NaN (PostgreSQL refuses it), recurses into "[[[…" until
+        # RecursionError, and decodes a lone surrogate that no page or CSV can then encode.
+        'nan@example.com,,"{""a"": NaN}",\n'
+        'inf@example.com,,"{""a"": 1e999}",\n'
+        f"deep@example.com,,{'[' * 3000},\n"
+        'half@example.com,,"{""a"": ""\\ud800""}",\n'
+        'broken@example.com,,"{""a"": 1",\n'
     )
     html = _import(client, text).get_data(as_text=True)
     for expected in ("<td>2</td><td>time_zone</td>", "<td>3</td><td>attributes</td>", "The same key is on line 2",
-                     "<td>6</td><td>locale</td>", "Expected 4 cells, found 3"):  # fmt: skip
+                     "<td>6</td><td>locale</td>", "Expected 4 cells, found 3",
+                     ):  # fmt: skip
         assert expected in html, expected
+    bad_json = "<td>{}</td><td>attributes</td><td>Not valid JSON ({}"
+    for line, reason in ((8, "NaN is not allowed in JSON)"), (9, "the number 1e999 is out of range)"),
+                         (10, "nested too deeply)"), (11, "a \\u escape is half of a surrogate pair"),
+                         (12, "Expecting &#39;,&#39; delimiter at character 8)")):  # fmt: skip
+        assert bad_json.format(line, reason) in html, reason
     assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 0
 
 
@@ -398,6 +497,32 @@ def test_export_escapes_formula_cells(client, login_as, audience):
     devices = _csv_rows(client.get("/audience/devices.csv?status=invalid"))
     assert [row[6] for row in devices[1:]] == ["jan@example.com"] and devices[1][4] == "Unregistered"
     assert {"subscriber.export", "device.export"} <= set(_actions())
+
+
+def test_groups_list_exports_as_csv_with_formula_cells_escaped(client, login_as, audience):
+    login_as(Role.VIEWER)
+    _group("=HYPERLINK(\"http://evil.example\")", [audience["jan"]])
+    page = client.get("/audience/groups").get_data(as_text=True)
+    assert 'href="/audience/groups.csv"' in page
+    rows = _csv_rows(client.get("/audience/groups.csv"))
+    assert rows[0] == ["id", "name", "description", "members", "created_at", "updated_at"]
+    assert [(row[1], row[3]) for row in rows[1:]] == [
+        ("'=HYPERLINK(\"http://evil.example\")", "1"), ("VIP", "2"), ("Washer owners", "1"),
+    ]  # fmt: skip
+    assert rows[2][0] == str(audience["vip"].id) and rows[2][4][:4] == str(audience["vip"].created_at.year)
+    assert _actions().count("group.export") == 1
+
+
+def test_group_members_export_keeps_the_member_search(client, login_as, audience):
+    login_as(Role.VIEWER)
+    vip = audience["vip"]
+    searched = client.get(f"/audience/groups/{vip.id}?q=zofia").get_data(as_text=True)
+    link = f'href="/audience/subscribers.csv?group={vip.id}&amp;q=zofia"'
+    assert link in searched and "Export matching members" in searched
+    rows = _csv_rows(client.get(f"/audience/subscribers.csv?group={vip.id}&q=zofia"))
+    assert [row[0] for row in rows[1:]] == ["z.wolska@example.com"]
+    everyone = client.get(f"/audience/groups/{vip.id}").get_data(as_text=True)
+    assert f'href="/audience/subscribers.csv?group={vip.id}"' in everyone and ">Export members<" in everyone
 
 
 def test_export_of_group_members_and_cells_escaped_by_the_writer():

@@ -9,14 +9,13 @@ maxItems, items, properties, required, additionalProperties, maxProperties, prop
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 from flask import request
 
+from webadmin import strict_json
 from webadmin.services import ServiceError
 
 KIB = 1024
@@ -62,22 +61,6 @@ def from_service_error(exc: ServiceError) -> ApiError:
 # --- bodies ---------------------------------------------------------------------------------------------
 
 
-def _refuse_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON."""
-    raise ValueError(f"{name} is not allowed in JSON")
-
-
-def _json_number(text: str) -> float | int:
-    """A JSON number with a fraction or exponent: integral ones become ints, as JSON Schema counts 2.0 an integer.
-
-    Numbers too large for a double would be stored as Infinity, which no database JSON accepts: refused.
-    """
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return int(value) if value.is_integer() else value
-
-
 def read_json(limit: int) -> Any:
     """The request's JSON body: 415 unless application/json, 413 above `limit` bytes, 400 when malformed."""
     if request.mimetype != "application/json":
@@ -87,13 +70,9 @@ def read_json(limit: int) -> Any:
     request.max_content_length = limit  # also bounds bodies sent without Content-Length
     data = request.get_data(cache=False)
     try:
-        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_json_number)
-        if b"\\u" in data:
-            # Lone surrogate escapes decode to strings no database driver can encode.
-            json.dumps(value, ensure_ascii=False).encode()
-    except (ValueError, RecursionError, UnicodeError) as exc:
+        return strict_json.loads(data)  # the CSV import's attributes cells follow the same rules
+    except ValueError as exc:
         raise ApiError(400, "The body is not valid JSON.") from exc
-    return value
 
 
 # --- schema subset --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from webadmin.console.audience.forms import (
 )
 from webadmin.extensions import db, htmx
 from webadmin.models.audience import Group
-from webadmin.services import ServiceError, audience, subscriber_csv, subscriber_search
+from webadmin.services import ServiceError, audience, subscriber_csv, subscriber_messages, subscriber_search
 from webadmin.services import groups as group_service
 from webadmin.services.subscriber_search import SubscriberFilters
 
@@ -85,9 +85,11 @@ def export_subscribers():
 @bp.route("/subscribers/<int:subscriber_id>")
 @audience_access
 def subscriber(subscriber_id: int):
-    """One subscriber: profile, attributes, devices with their status, groups."""
+    """One subscriber: profile, attributes, devices with their status, groups, and the pushes they received."""
     detail = subscriber_search.subscriber_detail(subscriber_id) or abort(404)
-    return render_template("audience/subscriber.html", detail=detail)
+    before = subscriber_messages.cursor(request.args.get("before"))
+    messages = subscriber_messages.recent_messages(detail.subscriber, before=before)
+    return _render("audience/subscriber.html", "subscriber_messages", detail=detail, messages=messages)
 
 
 @bp.route("/devices")
@@ -126,6 +128,13 @@ def group_list():
             flash(f"Group {group.name} created. Add its members below.", "success")
             return redirect(url_for("audience.group", group_id=group.id))
     return render_template("audience/groups.html", form=form, rows=group_service.list_groups())
+
+
+@bp.route("/groups.csv")
+@audience_access
+def export_groups():
+    """Every group with its member count as CSV."""
+    return _csv(subscriber_csv.export_groups(actor=current_user), "groups.csv")
 
 
 def _group_page(group: Group, **forms):
