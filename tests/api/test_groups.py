@@ -121,9 +121,10 @@ def test_unknown_group_is_404(api_client):
 
 
 def test_group_ids_beyond_the_column_range_are_422(api_client):
-    response = api_client.post(URL.format(2**40), json={"subscriberKeys": []})
-    assert response.status_code == 422
-    assert response.get_json()["error"]["field"] == "id"
+    for group_id in (2**31, 2**40, 2**64):
+        response = api_client.post(URL.format(group_id), json={"subscriberKeys": []})
+        assert response.status_code == 422
+        assert response.get_json()["error"]["field"] == "id"
 
 
 def test_malformed_and_wrong_type(api_client):
