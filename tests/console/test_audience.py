@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from tests.conftest import build_app
 from tests.factories import make_user
 from webadmin.extensions import db
 from webadmin.models.app import App
-from webadmin.models.audience import Device, Group, GroupMember, Subscriber
+from webadmin.models.audience import Device, Group, GroupMember, PendingMemberList, Subscriber
 from webadmin.models.audit import AuditEvent
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message
-from webadmin.models.user import Role
+from webadmin.models.types import utcnow
+from webadmin.models.user import Role, User
+from webadmin.services import groups as group_service
 from webadmin.services import subscriber_search
 from webadmin.services.subscriber_search import DeviceFilters, SubscriberFilters
 
@@ -347,6 +351,34 @@ def test_pasted_keys_are_previewed_and_written_only_on_confirm(client, login_as,
     assert "Added 3 members" in page and "1 keys are unknown" in page and "ola@example.com" in page
     again = client.post(f"/audience/groups/{group.id}/members/confirm", data={"token": token}, follow_redirects=True)
     assert "preview is gone" in again.get_data(as_text=True)
+
+
+def test_a_preview_is_kept_in_the_database_for_any_web_server_and_expires(client, login_as, audience, app,
+                                                                          tmp_path):
+    user = login_as(Role.MARKETER)
+    vip = audience["vip"]
+    html = client.post(f"/audience/groups/{vip.id}/members/preview",
+                       data={"keys": "jan@example.com"}).get_data(as_text=True)
+    token = html.split('name="token" value="')[1].split('"')[0]
+    stored = db.session.execute(select(PendingMemberList.token_hash, PendingMemberList.keys)).all()
+    assert stored == [(hashlib.sha256(token.encode()).hexdigest(), ["jan@example.com"])]  # never the token itself
+    # Another web server: its own instance folder, the same database.
+    other = build_app(app.config["SQLALCHEMY_DATABASE_URI"], tmp_path / "web2")
+    with other.app_context():
+        assert group_service.take_pending_members(token, group=db.session.get(Group, vip.id),
+                                                  owner=db.session.get(User, user.id)) == ["jan@example.com"]
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    # Taken once: a second confirm, here or there, finds nothing.
+    assert group_service.take_pending_members(token, group=vip, owner=user) is None
+    db.session.commit()
+    html = client.post(f"/audience/groups/{vip.id}/members/preview",
+                       data={"keys": "ola@example.com"}).get_data(as_text=True)
+    stale = html.split('name="token" value="')[1].split('"')[0]
+    db.session.execute(update(PendingMemberList).values(created_at=utcnow() - timedelta(hours=2)))
+    db.session.commit()
+    assert group_service.take_pending_members(stale, group=vip, owner=user) is None
 
 
 def test_uploaded_csv_preview_reads_the_subscriber_key_column_without_javascript(client, login_as, audience):

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import re
 import secrets
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import delete, func, select
 
 from webadmin.extensions import db
-from webadmin.models.audience import Group, GroupMember, Subscriber
+from webadmin.models.audience import Group, GroupMember, PendingMemberList, Subscriber
+from webadmin.models.types import utcnow
 from webadmin.models.user import User
 from webadmin.services import ServiceError, audit
 from webadmin.services.audience import KEY_CHUNK, match_keys, normalize_keys
 
 NAME_MAX_LENGTH = 120
 DESCRIPTION_MAX_LENGTH = 500
-PENDING_FOLDER = "pending-member-lists"
-PENDING_TTL_SECONDS = 3600  # an unconfirmed preview is forgotten after an hour
+PENDING_TTL = timedelta(hours=1)  # an unconfirmed preview is forgotten after an hour
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
@@ -149,15 +147,14 @@ def _already_members(group: Group, keys: list[str]) -> int:
     return total
 
 
-def _pending_folder() -> Path:
-    """Where member lists wait for their confirm (inside the instance folder), pruned of stale ones."""
-    folder = Path(current_app.config["INSTANCE_PATH"]) / PENDING_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - PENDING_TTL_SECONDS
-    for stale in folder.glob("*.json"):
-        if stale.stat().st_mtime < cutoff:
-            stale.unlink(missing_ok=True)
-    return folder
+def _token_hash(token: str) -> str:
+    """The stored name of a pending list: a leaked database row cannot be confirmed by someone else."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _forget_stale_previews() -> None:
+    """Drop previews nobody confirmed within PENDING_TTL."""
+    db.session.execute(delete(PendingMemberList).where(PendingMemberList.created_at < utcnow() - PENDING_TTL))
 
 
 def preview_members(group: Group, raw_keys: Iterable[str], *, owner: User) -> MemberPreview:
@@ -167,21 +164,22 @@ def preview_members(group: Group, raw_keys: Iterable[str], *, owner: User) -> Me
         raise ServiceError("No subscriber keys found: paste one per line or upload a CSV file.", field="keys")
     match = match_keys(keys)
     token = secrets.token_urlsafe(16)
-    payload = {"group_id": group.id, "owner_id": owner.id, "keys": keys}
-    (_pending_folder() / f"{token}.json").write_text(json.dumps(payload))
+    _forget_stale_previews()
+    db.session.add(PendingMemberList(token_hash=_token_hash(token), group_id=group.id, owner_id=owner.id, keys=keys))
+    db.session.commit()
     return MemberPreview(token, len(keys), len(match.found), _already_members(group, match.found), match.unknown)
 
 
 def take_pending_members(token: str, *, group: Group, owner: User) -> list[str] | None:
-    """The stashed keys of a preview made by this user for this group, removed from the stash; None if gone."""
+    """The stashed keys of a preview made by this user for this group, removed from the stash; None if gone.
+
+    One DELETE … RETURNING takes the row, so two confirms of one preview cannot both get its keys."""
     if not _TOKEN.fullmatch(token or ""):
         return None
-    path = _pending_folder() / f"{token}.json"
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if payload.get("group_id") != group.id or payload.get("owner_id") != owner.id:
-        return None
-    path.unlink(missing_ok=True)
-    return list(payload["keys"])
+    taken = db.session.execute(
+        delete(PendingMemberList)
+        .where(PendingMemberList.token_hash == _token_hash(token), PendingMemberList.group_id == group.id,
+               PendingMemberList.owner_id == owner.id, PendingMemberList.created_at >= utcnow() - PENDING_TTL)
+        .returning(PendingMemberList.keys)
+    ).scalar()
+    return None if taken is None else list(taken)
