@@ -19,8 +19,9 @@ METHODS = {"get", "put", "post", "delete", "patch"}
 def _rule_to_openapi(rule: str) -> str:
     """/api/v1/groups/<int:group_id>/members → /groups/{id}/members (the document's names)."""
     path = rule.removeprefix(openapi.BASE_PATH)
-    path = re.sub(r"<(?:\w+:)?group_id>", "{id}", path)
-    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
+    converter = r"(?:\w+(?:\([^)]*\))?:)?"  # int:, int(max=None):, path:, …
+    path = re.sub(rf"<{converter}group_id>", "{id}", path)
+    return re.sub(rf"<{converter}(\w+)>", r"{\1}", path)
 
 
 def test_document_is_valid_openapi_31():
