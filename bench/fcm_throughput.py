@@ -1,7 +1,7 @@
 """webadmin's FCM path, end to end through the engine, against firebase-admin's send_each on a local fake FCM.
 
 Run: .venv/bin/python bench/fcm_throughput.py [-n 5000] [--runs 3] [--latencies 0,20] [--concurrency 100]
-     [--profile]
+     [--profile] [--engine-ab REV]
 
 The fake, bench/fake_fcm/server.js (Node built-ins only; started and killed here, usage in its header), serves
 FCM HTTP v1 and the OAuth2 token endpoint over TLS (HTTP/1.1 and h2, at most 100 streams per h2 connection) on
@@ -19,6 +19,8 @@ CPU is this process's CPU time per delivered message (database work included). F
 
 firebase-admin is a benchmark-only dependency (`.venv/bin/pip install firebase-admin`); without it the
 baseline is skipped. `--profile` prints a pyinstrument profile of one webadmin run (needs pyinstrument).
+`--engine-ab REV` adds, per latency, interleaved pairs of the engine loop at a git revision (its engine.py loaded
+from git) against the working tree's.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import types
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
@@ -473,7 +475,7 @@ def describe(label: str, runs: list[Run]) -> str:
             f"CPU {median(runs, lambda r: r.cpu_us):>5,.0f} µs/msg  conns {fake('sendConnections'):,.0f} "
             f"(+{token_conns:,.0f} token)  token calls {fake('tokenCalls'):,.0f}  delivered {fake('delivered'):,.0f}  "
             f"dups {max(r.fake['duplicates'] for r in runs)}  503s {fake('unavailable'):,.0f}  "
-            f"fake busy {median(runs, busy):.0%}")
+            f"max in flight {max(r.fake.get('maxInFlight', 0) for r in runs)}  fake busy {median(runs, busy):.0%}")
 
 
 def verdicts(clean: list[Run], flaky: list[Run], baseline: list[Run], n: int) -> list[str]:
@@ -524,134 +526,44 @@ def bench_latency(fake: Fake, console: Console, firebase: FirebaseBaseline | Non
     return lines
 
 
-# ---- a proposal for the engine's loop, measured (not webadmin's code path) --------------------------------
+# ---- the engine loop against an earlier revision of it ----------------------------------------------------
 
 
-class OverlappedDispatch:
-    """engine.dispatch rebuilt from engine.py's own pieces so that batch k is on the wire while batch k+1 is
-    claimed and prepared and batch k is then recorded: the runtime's loop runs in a helper thread and the engine
-    thread keeps the database session. A measurement of the proposal in docs/benchmarks.md, used only with
-    --overlap-prototype."""
-
-    def __init__(self, campaign_id: int) -> None:
-        import aiohttp
-
-        from webadmin.extensions import db
-        from webadmin.models.campaign import Campaign
-        from webadmin.sending import engine
-        from webadmin.sending.channels import routes_for_app
-        from webadmin.sending.runtime import new_loop
-
-        self.e, self.campaign_id = engine, campaign_id
-        self.campaign = db.session.get(Campaign, campaign_id)
-        self.routes = routes_for_app(self.campaign.app_id)
-        self.loop = new_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.session = self.on_loop(self._session(aiohttp)).result()
-        self.backends: dict[Any, Any] = {}
-
-    @staticmethod
-    async def _session(aiohttp: Any) -> Any:
-        return aiohttp.ClientSession()
-
-    def on_loop(self, coro: Any) -> Any:
-        """Start a coroutine on the helper thread's loop; returns its concurrent future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def backend(self, route: Any) -> Any:
-        """A backend per route, on the shared session (as WorkerRuntime.backend)."""
-        from webadmin.crypto import decrypt_credentials
-        from webadmin.providers import create_backend, default_options
-
-        if route not in self.backends:
-            credentials = decrypt_credentials(route.credentials_blob) if route.credentials_blob else {}
-            options = default_options(route.type_name, **dict(route.options_items))
-            self.backends[route] = create_backend(route.type_name, credentials, options, self.session)
-        return self.backends[route]
-
-    def start(self, lease: Any, rows: list[Any]) -> tuple[Any, ...]:
-        """What engine.send_batch does before sending, then the send started on the loop (not awaited)."""
-        e, campaign = self.e, self.campaign
-        recorder = e.Recorder(campaign.id, e.retry_policy(), e.utcnow(), campaign.source)
-        devices = e._devices([r.device_id for r in rows if r.device_id is not None])
-        recorder.platforms = {r.id: devices[r.device_id].platform for r in rows if r.device_id in devices}
-        groups: dict[Any, list[Any]] = {}
-        content = e.CampaignContent.of(campaign)
-        for row in rows:
-            device = devices.get(row.device_id)
-            if device is None or device.status != "active":
-                recorder.fail(row, None, "device no longer active", "-")
-                continue
-            groups.setdefault(self.routes[device.platform], []).append(e._push_message(content, row, device))
-        backends = {route: self.backend(route) for route in groups}
-        future = self.on_loop(e._send_groups(groups, backends)) if groups else None
-        return lease, rows, devices, recorder, future
-
-    def finish(self, started: tuple[Any, ...]) -> None:
-        """Wait for the send and record it, as engine.send_batch does."""
-        lease, rows, devices, recorder, future = started
-        answers = future.result() if future is not None else []
-        self.e._apply_answers(recorder, answers, {r.id: r for r in rows}, devices)
-        self.e._payload_pause(recorder, len(rows))
-        self.e._record(recorder, lease, rows)
-
-    def run(self) -> None:
-        """Claim → start sending → record the previous batch → repeat (one batch of look-ahead)."""
-        e, after, in_flight = self.e, 0, None
-        while e._status(self.campaign_id) == "sending":
-            lease, rows = e.claim(self.campaign_id, 1000, 60.0, after=after)
-            current = self.start(lease, rows) if rows else None
-            if in_flight is not None:
-                self.finish(in_flight)
-            in_flight = current
-            if rows or after:
-                after = max((r.id for r in rows), default=0)
-                continue
-            e.finish_if_done(self.campaign_id)
-            break
-        if in_flight is not None:
-            self.finish(in_flight)
-
-    def close(self) -> None:
-        """Close backends, session, loop and thread."""
-        for backend in self.backends.values():
-            self.on_loop(backend.close()).result()
-        self.on_loop(self.session.close()).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
+def engine_at(revision: str) -> Any:
+    """webadmin/sending/engine.py as it was at a git revision, loaded as its own module (the rest of the package
+    is the working tree's): an A/B of the engine loop in one process."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:webadmin/sending/engine.py"],
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"webadmin.sending.engine_{revision.replace('~', '_').replace('^', '_')}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"engine.py@{revision}", "exec"), module.__dict__)
+    return module
 
 
-def overlapped_dispatch(campaign_id: int, **_: Any) -> None:
-    """One OverlappedDispatch run."""
-    prototype = OverlappedDispatch(campaign_id)
-    try:
-        prototype.run()
-    finally:
-        prototype.close()
-
-
-def bench_overlap(fake: Fake, console: Console, latency: float, runs: int) -> list[str]:
-    """Interleaved pairs: engine.dispatch against the overlapped prototype."""
+def bench_engine_ab(fake: Fake, console: Console, latency: float, runs: int, revision: str) -> list[str]:
+    """Interleaved pairs (order alternating): engine.dispatch at `revision` against the working tree's."""
     from webadmin.sending import engine
 
-    original, pairs = engine.dispatch, []
+    current, old, pairs = engine.dispatch, engine_at(revision).dispatch, []
     try:
-        for _ in range(runs):
-            engine.dispatch = original
-            plain = console.run(fake, latency, 0)
-            engine.dispatch = overlapped_dispatch  # type: ignore[assignment]
-            pairs.append((plain, console.run(fake, latency, 0)))
+        for i in range(runs):
+            order = (old, current) if i % 2 == 0 else (current, old)
+            measured = {}
+            for dispatch in order:
+                engine.dispatch = dispatch  # type: ignore[assignment]
+                measured[dispatch] = console.run(fake, latency, 0)
+            pairs.append((measured[old], measured[current]))
     finally:
-        engine.dispatch = original
+        engine.dispatch = current  # type: ignore[assignment]
     ratio = statistics.median(b.rate / a.rate for a, b in pairs)
-    return [f"engine-loop proposal at {latency:g} ms (pairs of {runs}): engine.dispatch "
-            f"{median([a for a, _ in pairs], lambda r: r.rate):,.0f} msg/s, overlapped prototype "
-            f"{median([b for _, b in pairs], lambda r: r.rate):,.0f} msg/s, pairwise median {ratio:.2f}×; CPU "
-            f"{median([a for a, _ in pairs], lambda r: r.cpu_us):,.0f} → "
-            f"{median([b for _, b in pairs], lambda r: r.cpu_us):,.0f} µs/msg; send connections "
-            f"{max(b.fake['sendConnections'] for _, b in pairs)}; dups {max(b.fake['duplicates'] for _, b in pairs)}"]
+    olds, news = [a for a, _ in pairs], [b for _, b in pairs]
+    return [f"engine loop at {latency:g} ms, {runs} interleaved pairs: engine.dispatch@{revision} "
+            f"{median(olds, lambda r: r.rate):,.0f} msg/s ({'/'.join(f'{r.rate:,.0f}' for r in olds)}), working tree "
+            f"{median(news, lambda r: r.rate):,.0f} msg/s ({'/'.join(f'{r.rate:,.0f}' for r in news)}), pairwise "
+            f"median {ratio:.2f}×; CPU {median(olds, lambda r: r.cpu_us):,.0f} → "
+            f"{median(news, lambda r: r.cpu_us):,.0f} µs/msg; send connections "
+            f"{max(r.fake['sendConnections'] for r in news)}; dups {max(r.fake['duplicates'] for r in news)}; "
+            f"fake max in flight {max(r.fake.get('maxInFlight', 0) for r in news)}"]
 
 
 def profile(fake: Fake, console: Console) -> None:
@@ -681,8 +593,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latencies", default="0,20", help="added latencies of the fake, ms")
     parser.add_argument("--concurrency", type=int, default=100, help="webadmin's FCM requests in flight")
     parser.add_argument("--profile", action="store_true", help="pyinstrument profile of one webadmin run")
-    parser.add_argument("--overlap-prototype", action="store_true",
-                        help="also measure the engine-loop proposal (OverlappedDispatch) against engine.dispatch")
+    parser.add_argument("--engine-ab", metavar="REV",
+                        help="also interleave engine.dispatch at git revision REV with the working tree's")
     args = parser.parse_args(argv)
     n = max(1, min(args.n, 50_000))
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # firebase-admin's "pool is full" noise
@@ -699,8 +611,8 @@ def main(argv: list[str] | None = None) -> None:
                 profile(fake, console)
             for latency in (float(v) for v in args.latencies.split(",")):
                 print("\n".join(bench_latency(fake, console, firebase, latency, args.runs, n)), flush=True)
-                if args.overlap_prototype:
-                    print("\n".join(bench_overlap(fake, console, latency, args.runs)), flush=True)
+                if args.engine_ab:
+                    print("\n".join(bench_engine_ab(fake, console, latency, args.runs, args.engine_ab)), flush=True)
         finally:
             console.close()
             if firebase is not None:

@@ -31,7 +31,7 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("WEBADMIN_CREDENTIALS_KEYS", "generated once into <instance>/credentials_key",
      "Fernet keys for channel credentials, newest first, comma-separated (rotation)"),
     ("WEBADMIN_ENGINE_BATCH_SIZE", "1000", "messages a worker claims per batch"),
-    ("WEBADMIN_ENGINE_LEASE_SECONDS", "60", "how long a claimed batch is reserved before the sweeper frees it"),
+    ("WEBADMIN_ENGINE_LEASE_SECONDS", "60", "a claimed batch's lease (renewed while it is sent)"),
     ("WEBADMIN_ENGINE_MAX_ATTEMPTS", "5", "send attempts before a message is ERROR"),
     ("WEBADMIN_ENGINE_MAX_AGE_HOURS", "24", "age after which a failing message is not retried"),
     ("WEBADMIN_ENGINE_RETRY_BASE_SECONDS", "30", "first retry delay (doubles per attempt, with jitter)"),

@@ -20,18 +20,19 @@ def dispatch_campaign(campaign_id: int) -> str:
     from webadmin.sending.engine import dispatch
 
     report = dispatch(campaign_id)
-    log.info("campaign %s: %s batches, %s sent, %s failed, %s retried; %s", campaign_id, report.batches,
-             report.sent, report.failed, report.retried, report.stopped_because)
+    log.info("campaign %s: %s batches, %s sent (%s possibly re-sent), %s failed, %s retried, %s lost leases; %s",
+             campaign_id, report.batches, report.sent, report.possibly_resent, report.failed, report.retried,
+             report.lost_lease, report.stopped_because)
     return report.stopped_because
 
 
 @huey.task()
 @in_app_context
 def start_scheduled(campaign_id: int) -> str:
-    """Start a scheduled campaign at its time (or hold it if it is too late)."""
-    from webadmin.services.campaigns import start_if_due
+    """Start a scheduled campaign at its time (or hold it if it is too late; `failed` if it cannot start)."""
+    from webadmin.sending.sweeper import start_due
 
-    return start_if_due(campaign_id)
+    return start_due(campaign_id)
 
 
 def enqueue_dispatch(campaign_id: int, pending: int) -> int:

@@ -28,9 +28,9 @@ def push_app():
 def scripted_channel(push_app):
     """Send android pushes through the scripted backend."""
 
-    def _make(platform: str = "android", **credentials) -> Channel:
+    def _make(platform: str = "android", options: dict | None = None, **credentials) -> Channel:
         channel = Channel(app_id=push_app.id, platform=platform, backend="scripted", name=f"scripted {platform}",
-                          credentials_encrypted=encrypt_credentials(credentials))
+                          credentials_encrypted=encrypt_credentials(credentials), options=options or {})
         db.session.add(channel)
         db.session.commit()
         return channel
@@ -44,3 +44,20 @@ def manual_dispatch(monkeypatch):
     enqueued: list[int] = []
     monkeypatch.setattr("webadmin.tasks.enqueue_dispatch", lambda cid, pending: enqueued.append(cid) or 1)
     return enqueued
+
+
+@pytest.fixture
+def real_queue(app):
+    """The app's queue on its SQLite file under the instance folder instead of immediate mode: tasks wait in it
+    for a consumer. Immediate mode is back afterwards."""
+    from webadmin.queue import huey, init_queue
+
+    saved = huey.storage_class, dict(huey.storage_kwargs)
+    app.config["QUEUE_IMMEDIATE"] = False
+    init_queue(app)
+    try:
+        yield huey
+    finally:
+        huey.storage_class, huey.storage_kwargs = saved
+        app.config["QUEUE_IMMEDIATE"] = True
+        init_queue(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -13,17 +14,23 @@ SENT: list[PushMessage] = []  # every message any scripted backend was asked to 
 
 class ScriptedBackend(PushBackend):
     """ok-* succeed; retry-* answer 503 with Retry-After; quota-* answer 429; dead-* are unregistered;
-    payload-* are refused for their content; a credential `fail` = "auth" or "down" fails the whole batch."""
+    payload-* are refused for their content; a credential `fail` = "auth" or "down" fails the whole batch
+    (from call `fail_from_call` of this backend on, the first by default); `delay` (seconds) is each call's round
+    trip."""
 
     type_name: ClassVar[str] = "scripted"
     label: ClassVar[str] = "Scripted (tests)"
+    calls = 0
 
     async def send_batch(self, messages: Sequence[PushMessage]) -> list[SendResult]:
         """Answer by token prefix."""
-        if self.credentials.get("fail") == "auth":
-            raise ChannelAuthError("401 invalid credentials")
-        if self.credentials.get("fail") == "down":
-            raise ProviderUnavailable("connection refused", retry_after=7)
+        self.calls += 1
+        await asyncio.sleep(float(self.credentials.get("delay", 0)))
+        if self.calls >= int(self.credentials.get("fail_from_call", 1)):
+            if self.credentials.get("fail") == "auth":
+                raise ChannelAuthError("401 invalid credentials")
+            if self.credentials.get("fail") == "down":
+                raise ProviderUnavailable("connection refused", retry_after=7)
         SENT.extend(messages)
         return [self._answer(m) for m in messages]
 

@@ -248,3 +248,46 @@ def test_sweeper_requeues_stalled_work_and_finishes(push_app, manual_dispatch):
     assert sweep_once()["requeued"] == 1 and manual_dispatch == [campaign.id]
     dispatch(campaign.id)
     assert _fresh(campaign).status == "sent"
+
+
+@pytest.mark.parametrize("fail", ["down", "auth"])
+def test_a_failed_later_chunk_keeps_what_the_provider_already_accepted(push_app, scripted_channel, manual_dispatch,
+                                                                       fail):
+    """Chunks of 2: the first is accepted, the second fails as a whole. Only the second one's rows take the error;
+    the accepted ones are SENT, once, and never handed to the provider again."""
+    channel = scripted_channel("android", options={"batch_size": 2}, fail=fail, fail_from_call=2)
+    for i in range(4):
+        make_device(push_app, make_subscriber(), token=f"ok-{i}")
+    campaign = _campaign(push_app)
+    campaigns.start(campaign, actor="test")
+    report = dispatch(campaign.id)
+    first = {m.message_id for m in scripted.SENT}
+    assert len(scripted.SENT) == 2  # the failing call raised before it was recorded as sent
+    by_id = {m.id: m for m in db.session.scalars(select(Message).where(Message.campaign_id == campaign.id))}
+    assert {i for i, m in by_id.items() if m.state == "SENT"} == first
+    others = [m for i, m in by_id.items() if i not in first]
+    campaign = _fresh(campaign)
+    assert campaign.sent == 2 and report.sent == 2
+    if fail == "down":
+        assert {(m.state, m.number_of_send_attempts) for m in others} == {("ERROR_RETRY", 1)}
+        assert campaign.retrying == 2 and campaign.status == "sending"
+    else:
+        # Released: not an attempt, sent once the channel is fixed and the campaign resumed.
+        assert {(m.state, m.number_of_send_attempts, m.lease_until) for m in others} == {("WAITING", 0, None)}
+        assert campaign.status == "paused" and campaign.retrying == 0
+        assert "invalid credentials" in db.session.get(Channel, channel.id).error
+
+
+def test_a_released_retry_still_counts_as_retrying(push_app, scripted_channel, manual_dispatch):
+    """A due retry that the channel refuses (credentials) is released as it was: still ERROR_RETRY, still counted."""
+    scripted_channel("android", fail="auth")
+    make_device(push_app, make_subscriber(), token="ok-1")
+    campaign = _campaign(push_app)
+    campaigns.start(campaign, actor="test")
+    db.session.execute(update(Message).values(state="ERROR_RETRY", number_of_send_attempts=1,
+                                              next_attempt_at=utcnow() - timedelta(seconds=1)))
+    db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(retrying=1))
+    db.session.commit()
+    assert "credentials refused" in dispatch(campaign.id).stopped_because
+    assert _states(campaign.id) == {"ERROR_RETRY": 1}
+    assert _fresh(campaign).retrying == 1

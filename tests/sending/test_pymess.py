@@ -87,3 +87,10 @@ def test_send_template_renders_in_the_sandbox(push_app, ada) -> None:
 def test_send_template_with_an_unknown_slug(push_app, ada) -> None:
     with pytest.raises(ServiceError, match="No template 'nope'"):
         sending.send_template("ada@example.com", "nope", {})
+
+
+def test_send_returns_a_list_of_messages_empty_for_a_subscriber_without_devices(push_app, ada) -> None:
+    """Unlike pymess (one message), send returns one message per device: none for an unknown recipient."""
+    assert sending.send("nobody@example.com", "Hello?") == []
+    messages = sending.send("ada@example.com", "Hello")
+    assert isinstance(messages, list) and {m.device_id for m in messages} == _device_ids(ada)

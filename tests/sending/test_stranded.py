@@ -74,7 +74,7 @@ def test_the_sweeper_ends_a_retry_lost_at_the_ceiling(app, push_app, scripted_ch
     db.session.commit()
     _, rows = claim(campaign.id, 10, lease_seconds=-1)  # attempt 2, and the worker is lost
     assert [r.attempts for r in rows] == [2]
-    assert sweep_once() == {"started": 0, "requeued": 0, "finished": 1}
+    assert sweep_once() == {"started": 0, "requeued": 0, "finished": 1, "cancelled": 0}
     retry = next(m for m in _messages(campaign.id) if m.state != "SENT")
     assert (retry.state, retry.error, retry.retry_sending) == ("ERROR", "gave up after 2 attempts, worker lost", False)
     db.session.expire_all()

@@ -1,11 +1,16 @@
-"""Per-worker-thread async runtime: one event loop, one kept-alive aiohttp session, cached backends."""
+"""Per-worker-thread async runtime: one event loop on its own thread, one kept-alive aiohttp session, cached
+backends.
+
+The loop runs in a daemon thread so the worker thread (which owns the database session) keeps working while a
+batch is on the wire: it renews the batch's lease, and prepares the next batch (engine.dispatch).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -36,17 +41,17 @@ class WorkerRuntime:
         self.session: aiohttp.ClientSession | None = None
         self.backends: dict[tuple[Any, ...], PushBackend] = {}
         self._session_connections = 0
+        self._thread = threading.Thread(target=self.loop.run_forever, name="webadmin-send-loop", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Start a coroutine on this runtime's loop; returns a future the calling thread can wait on."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on this runtime's loop.
-
-        When the calling thread already runs an event loop (an embedding app, or Playwright's sync API in tests),
-        the loop is driven from a short-lived helper thread instead, since one thread cannot run two loops.
-        """
-        if asyncio._get_running_loop() is None:
-            return self.loop.run_until_complete(coro)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(self.loop.run_until_complete, coro).result()
+        """Run a coroutine on this runtime's loop and wait for its result (from any thread that runs no loop
+        itself, or one that does: an embedding app, Playwright's sync API in tests)."""
+        return self.submit(coro).result()
 
     async def _session(self) -> aiohttp.ClientSession:
         """The shared session (created inside the loop, as aiohttp requires)."""
@@ -77,14 +82,19 @@ class WorkerRuntime:
         return self.backends[key]
 
     def close(self) -> None:
-        """Close backends, the session and the loop."""
-        for backend in self.backends.values():
-            self.run(backend.close())
-        self.backends.clear()
-        if self.session is not None:
-            self.run(self.session.close())
-        self.loop.run_until_complete(asyncio.sleep(0))
-        self.loop.close()
+        """Close backends, the session, the loop and its thread."""
+        try:
+            for backend in self.backends.values():
+                self.run(backend.close())
+            self.backends.clear()
+            if self.session is not None:
+                self.run(self.session.close())
+            self.run(asyncio.sleep(0))  # let closed transports finish on the loop
+            self.run(self.loop.shutdown_default_executor())  # threads of asyncio.to_thread (token refreshes)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            self.loop.close()
 
 
 _local = threading.local()

@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.campaign import SOURCES, Campaign, CampaignStatus
-from webadmin.models.message import PENDING_STATES, Message, MessageState
+from webadmin.models.message import PENDING_STATES, Message
 from webadmin.models.offer import OFFER_KINDS, Offer
 from webadmin.models.types import utcnow
 from webadmin.models.user import User
@@ -39,7 +39,7 @@ RESERVED_DATA_PREFIXES = ("google", "gcm")
 # from-status → the statuses it may move to. Nothing else may assign Campaign.status.
 ALLOWED: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     S.DRAFT: frozenset({S.SCHEDULED, S.SENDING, S.CANCELLED}),
-    S.SCHEDULED: frozenset({S.SENDING, S.CANCELLED, S.DRAFT}),
+    S.SCHEDULED: frozenset({S.SENDING, S.CANCELLED, S.DRAFT, S.FAILED}),
     S.SENDING: frozenset({S.PAUSED, S.SENT, S.CANCELLED, S.FAILED}),
     S.PAUSED: frozenset({S.SENDING, S.CANCELLED}),
     S.SENT: frozenset(),
@@ -132,12 +132,14 @@ def create_campaign(draft: CampaignDraft, *, actor: User | str | None) -> Campai
     return campaign
 
 
-def transition(campaign: Campaign, to: CampaignStatus, *, reason: str | None = None, **extra: Any) -> bool:
-    """Move a campaign to `to` if the allow-table permits it from its current status in the database.
+def transition(campaign: Campaign, to: CampaignStatus, *, reason: str | None = None,
+               expected: CampaignStatus | None = None, **extra: Any) -> bool:
+    """Move a campaign to `to` if the allow-table permits it from its current status in the database (and that
+    status is `expected`, when given).
 
     A compare-and-set UPDATE: of two workers racing to start or finish a campaign, exactly one wins.
     """
-    sources = [frm.value for frm, targets in ALLOWED.items() if to in targets]
+    sources = [frm.value for frm, targets in ALLOWED.items() if to in targets and expected in (None, frm)]
     values: dict[str, Any] = {"status": to.value, "status_reason": reason, "updated_at": utcnow(), **extra}
     result = db.session.execute(
         update(Campaign).where(Campaign.id == campaign.id, Campaign.status.in_(sources)).values(**values)
@@ -239,26 +241,33 @@ def resume(campaign: Campaign, *, actor: User | str | None) -> None:
 
 
 def cancel(campaign: Campaign, *, actor: User | str | None) -> int:
-    """Cancel before or during sending; messages not yet claimed by a worker are marked cancelled."""
+    """Cancel before or during sending; returns how many messages were stopped.
+
+    Pending messages no worker holds end as ERROR "campaign cancelled" now; those in flight are ended the same way
+    by their worker's recorder (or by the sweeper if that worker dies). Counters follow the rows actually stopped.
+    """
+    from webadmin.sending.engine import end_cancelled
+
     _require(transition(campaign, S.CANCELLED, finished_at=utcnow()), campaign, "cancel")
-    now = utcnow()
-    stopped = db.session.execute(
-        update(Message)
-        .where(
-            Message.campaign_id == campaign.id,
-            Message.state.in_(PENDING_STATES),
-            (Message.lease_until.is_(None)) | (Message.lease_until < now),
-        )
-        .values(state=MessageState.ERROR.value, error="campaign cancelled", retry_sending=False, changed_at=now)
-    ).rowcount
-    db.session.execute(
-        update(Campaign)
-        .where(Campaign.id == campaign.id)
-        .values(cancelled=Campaign.cancelled + stopped, retrying=0)
-    )
+    stopped = end_cancelled(campaign.id)
     audit.record("campaign.cancel", actor=actor, obj=("campaign", campaign.id), stopped=stopped)
     db.session.commit()
     return stopped
+
+
+def fail_scheduled(campaign_id: int, reason: str, *, actor: User | str | None) -> bool:
+    """A scheduled campaign that cannot be started is given up (`failed`, with the reason); says whether it was.
+
+    Only from `scheduled`: a campaign that did start (sending) is the sweeper's to recover, never failed here.
+    """
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or not transition(campaign, S.FAILED, reason=reason[:500], expected=S.SCHEDULED,
+                                          finished_at=utcnow()):
+        db.session.rollback()
+        return False
+    audit.record("campaign.fail", actor=actor, obj=("campaign", campaign.id), reason=reason[:500])
+    db.session.commit()
+    return True
 
 
 def pending_count(campaign_id: int) -> int:
