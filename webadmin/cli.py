@@ -30,19 +30,36 @@ def rebuild_rollups() -> None:
 
 @channels_cli.command("rotate-key")
 def rotate_key() -> None:
-    """Re-encrypt the credentials of every channel and the SMS channel under the first key of the settings."""
+    """Re-encrypt the credentials of every channel and the SMS channel under the first key of the settings.
+
+    All or nothing: if any blob cannot be opened with the configured keys (the old key was dropped too soon),
+    nothing is written and the channels concerned are named.
+    """
     from sqlalchemy import select
 
-    from webadmin.crypto import rotate
+    from webadmin.crypto import CredentialsKeyError, UnreadableCredentials, rotate
     from webadmin.models.campaign import Channel
     from webadmin.models.sms import SmsChannel
 
     channels = db.session.scalars(select(Channel).where(Channel.credentials_encrypted.is_not(None))).all()
-    for channel in channels:
-        channel.credentials_encrypted = rotate(channel.credentials_encrypted)
     sms = db.session.scalars(select(SmsChannel).where(SmsChannel.credentials_encrypted.is_not(None))).all()
-    for sms_channel in sms:
-        sms_channel.credentials_encrypted = rotate(sms_channel.credentials_encrypted)
+    rows = [(f"channel {c.id} ({c.name})", c) for c in channels]
+    rows += [(f"SMS channel {s.id} ({s.backend})", s) for s in sms]
+    rotated, unreadable = [], []
+    for label, row in rows:
+        try:
+            rotated.append((row, rotate(row.credentials_encrypted)))
+        except UnreadableCredentials:
+            unreadable.append(label)
+        except CredentialsKeyError as exc:
+            raise click.ClickException(f"{exc}; nothing was re-encrypted.") from None
+    if unreadable:
+        raise click.ClickException(
+            "No configured key opens the credentials of " + ", ".join(unreadable) + ". Put the key they were "
+            "encrypted with back at the end of WEBADMIN_CREDENTIALS_KEYS and run this again; nothing was re-encrypted."
+        )
+    for row, blob in rotated:
+        row.credentials_encrypted = blob
     db.session.commit()
     click.echo(f"Re-encrypted the credentials of {len(channels)} channel(s) and {len(sms)} SMS channel(s).")
 

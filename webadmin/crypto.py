@@ -27,9 +27,28 @@ def _keys() -> list[bytes]:
     return [key_file.read_bytes().strip()]
 
 
+class CredentialsKeyError(RuntimeError):
+    """The configured credentials keys are unusable (malformed, or none given)."""
+
+
+class UnreadableCredentials(CredentialsKeyError):
+    """None of the configured keys opens a stored blob (its key was dropped too soon)."""
+
+
 def _fernet() -> MultiFernet:
     """Encrypt with the first key, decrypt with any (rotation)."""
-    return MultiFernet([Fernet(k) for k in _keys()])
+    keys = _keys()
+    if not keys:
+        raise CredentialsKeyError("WEBADMIN_CREDENTIALS_KEYS is set but holds no key")
+    fernets = []
+    for position, key in enumerate(keys, start=1):
+        try:
+            fernets.append(Fernet(key))
+        except ValueError as exc:  # never echo the key itself
+            raise CredentialsKeyError(
+                f"credentials key #{position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from exc
+    return MultiFernet(fernets)
 
 
 def encrypt_credentials(credentials: dict[str, Any]) -> str:
@@ -44,9 +63,12 @@ def decrypt_credentials(token: str | None) -> dict[str, Any]:
     try:
         return json.loads(_fernet().decrypt(token.encode()))
     except InvalidToken as exc:
-        raise RuntimeError("channel credentials cannot be decrypted with the configured keys") from exc
+        raise UnreadableCredentials("channel credentials cannot be decrypted with the configured keys") from exc
 
 
 def rotate(token: str) -> str:
-    """Re-encrypt a blob under the newest key."""
-    return _fernet().rotate(token.encode()).decode()
+    """Re-encrypt a blob under the newest key; a blob none of the keys opens raises UnreadableCredentials."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise UnreadableCredentials("channel credentials cannot be decrypted with the configured keys") from exc
