@@ -213,15 +213,30 @@ def test_a_template_injection_in_the_picker_is_refused_without_filling(client, l
 # --- drafts: Back + edit, double clicks ----------------------------------------------------------------------
 
 
-def test_editing_after_back_makes_a_new_draft_and_the_same_content_the_same_draft(client, login_as):
+def test_editing_after_back_replaces_the_draft_and_the_same_content_keeps_it(client, login_as):
     push_app, _ = _audience()
     login_as(Role.MARKETER)
     first = client.post("/compose/", data=_form(push_app)).headers["Location"]
+    assert client.post("/compose/", data=_form(push_app)).headers["Location"] == first  # a second click
     edited = client.post("/compose/", data=_form(push_app, text="Half price today and tomorrow")).headers["Location"]
     assert edited != first
-    assert client.post("/compose/", data=_form(push_app)).headers["Location"] == first
-    texts = db.session.scalars(select(Campaign.text).order_by(Campaign.id)).all()
-    assert texts == ["Half price today", "Half price today and tomorrow"]
+    # Only the latest content of the form is a draft: the list holds no stale one, and its page is gone.
+    assert db.session.scalars(select(Campaign.text)).all() == ["Half price today and tomorrow"]
+    assert client.get(first).status_code == 404
+    assert db.session.scalar(select(func.count()).where(AuditEvent.action == "campaign.draft_replaced")) == 1
+    # Another form (another submission id) never touches this one's draft.
+    client.post("/compose/", data=_form(push_app, submission_id="f-2"))
+    assert db.session.scalar(select(func.count(Campaign.id))) == 2
+
+
+def test_a_draft_sent_meanwhile_is_not_replaced(client, login_as):
+    push_app, _ = _audience()
+    login_as(Role.MARKETER)
+    first = client.post("/compose/", data=_form(push_app)).headers["Location"]
+    client.post(f"{first}/send")
+    client.post("/compose/", data=_form(push_app, text="Half price today and tomorrow"))
+    statuses = dict(db.session.execute(select(Campaign.text, Campaign.status)).all())
+    assert statuses["Half price today"] != "draft" and statuses["Half price today and tomorrow"] == "draft"
 
 
 def test_a_real_double_click_makes_one_draft(app, client, auth, login_as, monkeypatch):

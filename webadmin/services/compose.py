@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.audience import Device, Group, Subscriber
-from webadmin.models.campaign import Campaign
+from webadmin.models.campaign import Campaign, CampaignStatus
 from webadmin.models.message import Template
 from webadmin.models.offer import OFFER_KINDS, Offer
 from webadmin.models.types import utcnow
@@ -161,14 +161,33 @@ def _existing_draft(key: str) -> Campaign | None:
     return db.session.scalar(select(Campaign).where(Campaign.idempotency_key == key))
 
 
+def _submission_prefix(submission_key: str) -> str:
+    """The part of a compose draft's key that names the form submission it came from."""
+    return "compose:" + hashlib.sha256(submission_key.encode()).hexdigest()[:40] + ":"
+
+
+def _replace_earlier_drafts(prefix: str, keep: str, *, actor: User | str | None) -> None:
+    """Delete the drafts an earlier content of the same form made (Back, edit, submit): only the latest is kept.
+    A draft that was started, scheduled or cancelled meanwhile is no longer a draft and stays."""
+    earlier = db.session.scalars(
+        select(Campaign).where(Campaign.idempotency_key.startswith(prefix, autoescape=True),
+                               Campaign.idempotency_key != keep, Campaign.status == CampaignStatus.DRAFT)
+    ).all()
+    for campaign in earlier:
+        audit.record("campaign.draft_replaced", actor=actor, obj=("campaign", campaign.id))
+        db.session.delete(campaign)
+
+
 def save_draft(draft: CampaignDraft, *, actor: User | str | None) -> Campaign:
     """Create the draft once per form submission and content: a double click returns the same draft; the same
-    form submitted again with other content (Back, edit, submit) makes a new draft with that content."""
+    form submitted again with other content (Back, edit, submit) makes a new draft with that content and deletes
+    the one the earlier content made, so the campaign list holds no stale drafts."""
+    prefix = None
     if draft.idempotency_key:
         draft.request_hash = content_hash(draft)
         # One key per (submission, content): the unique index then settles concurrent duplicates.
-        draft.idempotency_key = "compose:" + hashlib.sha256(
-            f"{draft.idempotency_key}\n{draft.request_hash}".encode()).hexdigest()[:48]
+        prefix = _submission_prefix(draft.idempotency_key)
+        draft.idempotency_key = prefix + hashlib.sha256(draft.request_hash.encode()).hexdigest()[:40]
         if (existing := _existing_draft(draft.idempotency_key)) is not None:
             return existing
     if draft.related_type in OFFER_KINDS and draft.related_id:
@@ -183,6 +202,8 @@ def save_draft(draft: CampaignDraft, *, actor: User | str | None) -> Campaign:
     try:
         campaign = campaigns.create_campaign(draft, actor=actor)
         audit.record("campaign.draft", actor=actor, obj=("campaign", campaign.id))
+        if prefix is not None:
+            _replace_earlier_drafts(prefix, draft.idempotency_key, actor=actor)
         db.session.commit()
     except IntegrityError:
         # A second click raced the first one past the lookup: its draft is the one to show.
