@@ -262,3 +262,28 @@ def test_events_count_an_open_once(app, api_app, api_client):
     api_client.post("/api/v1/events", json=batch)
     db.session.expire_all()
     assert db.session.scalar(select(Campaign)).opened == 1
+
+
+def test_a_share_whose_start_fails_pushes_nothing_and_does_not_count(app, api_app, monkeypatch):
+    app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    _audience(api_app)
+    offer = _offer(api_app)
+    settings.put("share.max_per_hour", 1, actor="test")
+    from webadmin.services import campaigns
+
+    real = campaigns.materialize
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away while materialising")
+
+    monkeypatch.setattr(campaigns, "materialize", broken)
+    try:
+        sharing.share(api_app, "alice@example.com", "Alice", offer.id, actor="test")
+    except RuntimeError as exc:
+        assert "went away" in str(exc)
+    else:
+        raise AssertionError("the failed start must reach the caller")
+    assert db.session.scalar(select(func.count(Campaign.id))) == 0  # its draft is gone, nothing counted
+    monkeypatch.setattr(campaigns, "materialize", real)
+    campaign = sharing.share(api_app, "alice@example.com", "Alice", offer.id, actor="test")  # within the limit
+    assert campaign.targeted == 2 and db.session.scalar(select(func.count(Message.id))) == 2

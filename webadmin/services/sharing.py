@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.audience import Device, Group, Subscriber
-from webadmin.models.campaign import Campaign
+from webadmin.models.campaign import Campaign, CampaignStatus
 from webadmin.models.offer import Offer
 from webadmin.models.types import utcnow
 from webadmin.models.user import User
@@ -118,8 +118,21 @@ def share(app: App, sharer_key: str, sharer_name: str, item_id: int, *, actor: s
                           source="social", related_type="offer", related_id=str(item_id), tag=tag)
     campaign = campaigns.create_campaign(draft, actor=actor)
     db.session.commit()  # counted from here on, and the lock is released before the audience is materialised
-    campaigns.start(campaign, actor=actor)
+    try:
+        campaigns.start(campaign, actor=actor)
+    except Exception:
+        _forget_unstarted(campaign.id)
+        raise
     return campaign
+
+
+def _forget_unstarted(campaign_id: int) -> None:
+    """A share whose start failed pushed nothing: delete its draft so it does not count against the limits."""
+    db.session.rollback()
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is not None and campaign.status == CampaignStatus.DRAFT:
+        db.session.delete(campaign)
+        db.session.commit()
 
 
 FORM_FIELDS = {AUDIENCE: "audience", PER_SHARER: "max_per_hour", PER_APP: "max_per_app_per_hour"}
