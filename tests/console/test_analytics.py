@@ -159,6 +159,19 @@ def test_by_offer_and_formula_cells_are_escaped_in_the_csv(app, client, login_as
     assert 'HYPERLINK(\\"x\\")\\u003c\\u002fscript\\u003e' in page and page.count("</script>") == page.count("<script")
 
 
+def test_by_offer_counts_older_share_pushes_recorded_as_product(app, client, login_as, monkeypatch):
+    known = run_known_campaign(app, monkeypatch)
+    offer = Offer(app_id=known.campaign.app_id, name="Dark 70 bar", kind="product")
+    db.session.add(offer)
+    db.session.flush()
+    # /share once recorded the item's kind; such campaigns still belong to their offer's row.
+    db.session.execute(update(Campaign).where(Campaign.id == known.campaign.id)
+                       .values(related_type="product", related_id=str(offer.id)))
+    db.session.commit()
+    login_as(Role.VIEWER)
+    assert csv_rows(client.get("/analytics/offers.csv?days=7"))[1] == ["Dark 70 bar", "1", "10", "4", "40.0%"]
+
+
 def test_the_dashboard_shows_kpis_recent_campaigns_and_a_daily_chart(app, client, login_as, monkeypatch):
     known = run_known_campaign(app, monkeypatch)
     login_as(Role.VIEWER)

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from webadmin.extensions import db
 from webadmin.models.analytics import FAILURE_CLASSES, CampaignHourlyRollup, CampaignRollup, HourlyRollup
 from webadmin.models.campaign import Campaign, CampaignStatus
-from webadmin.models.offer import Offer
+from webadmin.models.offer import OFFER_KINDS, Offer
 from webadmin.models.types import utcnow
 from webadmin.services.campaigns import is_held
 from webadmin.services.rollups import hour_of
@@ -232,7 +232,7 @@ def by_offer(window: Window) -> Table:
     rows = db.session.execute(
         select(c.c.related_id, func.count(func.distinct(c.c.id)), func.sum(ch.c.sent), func.sum(ch.c.opened))
         .join(c, c.c.id == ch.c.campaign_id)
-        .where(ch.c.hour >= window.start, ch.c.hour <= window.end, c.c.related_type == "offer")
+        .where(ch.c.hour >= window.start, ch.c.hour <= window.end, c.c.related_type.in_(OFFER_KINDS))
         .group_by(c.c.related_id)
     ).all()
     ids = [int(r[0]) for r in rows if str(r[0]).isdigit()]
