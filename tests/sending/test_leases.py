@@ -15,6 +15,7 @@ from webadmin.extensions import db
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message
 from webadmin.models.types import utcnow
+from webadmin.models.user import Role
 from webadmin.sending.engine import Claimed, claim, dispatch, possibly_resent
 from webadmin.services import campaigns
 from webadmin.services.campaigns import CampaignDraft
@@ -106,3 +107,16 @@ def test_messages_sent_after_a_lost_claim_are_reported_as_possibly_resent(push_a
     assert f"campaign {campaign.id}: 2 message(s) sent again after an earlier claim of them was lost" in caplog.text
     assert possibly_resent(campaign.id) == 3  # the campaign-wide upper bound counts the retry too
     assert f"campaign {campaign.id} sent; 3 message(s) went out on a later attempt" in caplog.text
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign.id).possibly_resent == 2  # the counter the campaign page shows
+
+
+def test_the_campaign_page_says_how_many_may_have_gone_out_twice(app, push_app, manual_dispatch, client, login_as):
+    campaign = _started(push_app, devices=3)
+    login_as(Role.VIEWER)
+    claim(campaign.id, 2, lease_seconds=-1)  # a worker claimed two and died
+    db.session.commit()
+    assert "count-possibly-resent" not in client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    dispatch(campaign.id)
+    page = client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    assert 'id="count-possibly-resent"' in page and "2 message(s) went out again" in page

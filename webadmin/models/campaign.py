@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webadmin.extensions import db
@@ -78,6 +79,9 @@ class Campaign(db.Model):
     invalid_tokens: Mapped[int] = mapped_column(default=0)
     opened: Mapped[int] = mapped_column(default=0)
     cancelled: Mapped[int] = mapped_column(default=0)
+    # Sent on a claim after an earlier claim of the same message left no outcome (a worker killed mid-batch or a
+    # lost lease): that earlier claim may have delivered it too; its UUID collapses the two on the device.
+    possibly_resent: Mapped[int] = mapped_column(default=0, server_default=sql_text("0"))
 
     @property
     def status_enum(self) -> CampaignStatus:

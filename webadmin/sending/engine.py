@@ -402,6 +402,7 @@ class Recorder:
             update(c).where(c.c.id == self.campaign_id).values(
                 sent=c.c.sent + sent, failed=c.c.failed + failed, invalid_tokens=c.c.invalid_tokens + invalid,
                 retrying=c.c.retrying + retrying - was_retrying, cancelled=c.c.cancelled + cancelled,
+                possibly_resent=c.c.possibly_resent + self.outcome.possibly_resent,
             )
         )
 
