@@ -30,9 +30,9 @@ def _wait_until_serving(url: str, process: subprocess.Popen, seconds: float = 90
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-2000:]
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # follows / -> /setup
+            with urllib.request.urlopen(url, timeout=10) as response:  # follows / -> /setup
                 return response.status
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):  # not listening yet, or a slow first page
             time.sleep(0.1)
     pytest.fail("flask serve did not answer")
 
