@@ -89,3 +89,22 @@ def everything_stored() -> str:
     for table in db.metadata.sorted_tables:
         parts.extend(repr(tuple(row)) for row in db.session.execute(select(table)))
     return "\n".join(parts)
+
+
+def make_due_retry(campaign_id: int, message_id: int | None = None) -> None:
+    """One message of a campaign (or all of them) failed once and its retry is due now; the counter follows."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from webadmin.models.campaign import Campaign
+    from webadmin.models.message import Message
+    from webadmin.models.types import utcnow
+
+    rows = update(Message).where(Message.campaign_id == campaign_id)
+    if message_id is not None:
+        rows = rows.where(Message.id == message_id)
+    changed = db.session.execute(rows.values(state="ERROR_RETRY", number_of_send_attempts=1,
+                                             next_attempt_at=utcnow() - timedelta(seconds=1))).rowcount
+    db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(retrying=changed))
+    db.session.commit()

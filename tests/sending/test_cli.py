@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.factories import make_device
+from tests.factories import make_device, make_due_retry
 from webadmin.extensions import db
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message
@@ -38,10 +38,7 @@ def test_send_batch_sends_waiting_and_due_messages_with_a_progress_bar(
     campaign = _started_campaign(push_app, 120)
     # One message failed once and its retry is due: send-batch takes it too, and the counter follows.
     first = db.session.scalar(select(func.min(Message.id)).where(Message.campaign_id == campaign.id))
-    db.session.execute(update(Message).where(Message.id == first).values(
-        state="ERROR_RETRY", number_of_send_attempts=1, next_attempt_at=utcnow() - timedelta(seconds=1)))
-    db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(retrying=1))
-    db.session.commit()
+    make_due_retry(campaign.id, first)
 
     result = runner.invoke(args=["push", "send-batch"])
 

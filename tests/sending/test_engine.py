@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from tests.factories import make_device, make_subscriber
+from tests.factories import make_device, make_due_retry, make_subscriber
 from tests.sending import scripted
 from webadmin.extensions import db
 from webadmin.models.audience import Device
@@ -284,10 +284,7 @@ def test_a_released_retry_still_counts_as_retrying(push_app, scripted_channel, m
     make_device(push_app, make_subscriber(), token="ok-1")
     campaign = _campaign(push_app)
     campaigns.start(campaign, actor="test")
-    db.session.execute(update(Message).values(state="ERROR_RETRY", number_of_send_attempts=1,
-                                              next_attempt_at=utcnow() - timedelta(seconds=1)))
-    db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(retrying=1))
-    db.session.commit()
+    make_due_retry(campaign.id)
     assert "credentials refused" in dispatch(campaign.id).stopped_because
     assert _states(campaign.id) == {"ERROR_RETRY": 1}
     assert _fresh(campaign).retrying == 1

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from tests.factories import make_device, make_subscriber
+from tests.factories import make_device, make_due_retry, make_subscriber
 from webadmin.extensions import db
 from webadmin.models.audit import AuditEvent
 from webadmin.models.campaign import Campaign
@@ -107,10 +107,7 @@ def test_a_retry_in_flight_at_the_cancel_ends_cancelled_or_sent(push_app, script
     campaign = _draft(push_app)
     campaigns.start(campaign, actor="test")
     # It failed once and its retry is due: the campaign counts it as retrying.
-    db.session.execute(update(Message).values(state="ERROR_RETRY", number_of_send_attempts=1,
-                                              next_attempt_at=utcnow() - timedelta(seconds=1)))
-    db.session.execute(update(Campaign).where(Campaign.id == campaign.id).values(retrying=1))
-    db.session.commit()
+    make_due_retry(campaign.id)
     lease, rows = claim(campaign.id, 10, lease_seconds=60)  # a worker has it on the wire…
     assert campaigns.cancel(_fresh(campaign.id), actor="test") == 0  # …so cancel leaves it to that worker
     assert _fresh(campaign.id).retrying == 1
