@@ -134,37 +134,40 @@ def _decision(row: Any, now: datetime, policy: RetryPolicy) -> Decision:
     return Decision("failed", error=row.error or f"the messageApp request was not sent ({state})")
 
 
-def settle(claim: AppClaim, result: SendResult | None, error: ProviderError | None, policy: RetryPolicy,
-           now: datetime) -> str | None:
-    """Write the answer to the claim (fenced by its token); returns the state written, None if the fence lost."""
-    values: dict[str, Any] = {"lease_until": None, "updated_at": now}
+def _outcome(result: SendResult | None, error: ProviderError | None) -> tuple[AppSendState, dict[str, Any],
+                                                                            float | None]:
+    """The claim's new state, the columns to write and the provider's Retry-After, from the request's answer."""
     if error is not None:
         state = AppSendState.REFUSED if isinstance(error, ChannelAuthError) else AppSendState.RETRY
-        values["error"], retry_after = str(error)[:2000], error.retry_after
-    elif result is None:
-        state, retry_after = AppSendState.UNKNOWN, None
-        values["error"] = "the backend returned no result for the messageApp request"
-    elif result.ok:
-        state, retry_after = AppSendState.SENT, None
-        values["provider_message_id"], values["error"] = result.provider_message_id, None
+        return state, {"error": str(error)}, error.retry_after
+    if result is None:
+        return AppSendState.UNKNOWN, {"error": "the backend returned no result for the messageApp request"}, None
+    if result.ok:
+        return AppSendState.SENT, {"provider_message_id": result.provider_message_id, "error": None}, None
+    text = f"{result.error_code}: {result.error}" if result.error_code else str(result.error)
+    if result.error_code == OUTCOME_UNKNOWN:
+        state = AppSendState.UNKNOWN
     else:
-        text = f"{result.error_code}: {result.error}" if result.error_code else str(result.error)
-        values["error"], retry_after = text[:2000], result.retry_after
-        if result.error_code == OUTCOME_UNKNOWN:
-            state = AppSendState.UNKNOWN
-        elif result.retryable:
-            state = AppSendState.RETRY
-        else:
-            state = AppSendState.REFUSED
+        state = AppSendState.RETRY if result.retryable else AppSendState.REFUSED
+    return state, {"error": text}, result.retry_after
+
+
+def settle(claim: AppClaim, route: ChannelRoute, result: SendResult | None, error: ProviderError | None,
+           policy: RetryPolicy, now: datetime) -> str | None:
+    """Write the answer to the claim (fenced by its token; provider text with the route's secrets masked);
+    returns the state written, None if the fence lost."""
+    state, values, retry_after = _outcome(result, error)
     if state == AppSendState.RETRY:
         if claim.attempts >= policy.max_attempts:
             state = AppSendState.FAILED
-            values["error"] = f"{values['error']} (gave up after {claim.attempts} attempts)"[:2000]
+            values["error"] = f"{values['error']} (gave up after {claim.attempts} attempts)"
         else:
             values["next_attempt_at"] = now + timedelta(seconds=policy.delay(claim.attempts, retry_after))
+    if values.get("error"):
+        values["error"] = route.redact(values["error"])[:2000]
     t = CampaignAppSend.__table__
     written = db.session.execute(update(t).where(t.c.id == claim.id, t.c.claim_token == claim.token)
-                                 .values(state=state.value, **values)).rowcount
+                                 .values(state=state.value, lease_until=None, updated_at=now, **values)).rowcount
     db.session.commit()
     if not written:
         log.warning("messageApp claim %s was taken over before its answer (%s) was recorded", claim.id, state)

@@ -604,7 +604,8 @@ def collect(batch: Batch, held: list[Batch], lease_seconds: float) -> None:
         claim = batch.app_claims.get(answer.route)
         if claim is not None and claim.id not in settled:  # first: the claim says what happened, then the messages
             settled.add(claim.id)
-            app_sends.settle(claim, answer.app_result, answer.error, batch.recorder.policy, batch.recorder.now)
+            app_sends.settle(claim, answer.route, answer.app_result, answer.error, batch.recorder.policy,
+                             batch.recorder.now)
     _apply_answers(batch.recorder, answers, {r.id: r for r in batch.rows}, batch.devices)
     _payload_pause(batch.recorder, len(batch.rows))
 
