@@ -323,3 +323,36 @@ def app_sends_route(app_id: int) -> Any:
     from webadmin.sending.channels import routes_for_app
 
     return routes_for_app(app_id)["android"]
+
+
+@pytest.mark.slow
+def test_a_consumer_killed_while_the_request_is_on_the_wire_never_sends_it_again(tmp_path, monkeypatch, fake_mc):
+    """A real `flask worker` process claims the request and is SIGKILLed while Marketing Cloud has not answered;
+    the next consumer finds the claim without an answer once its lease ends and sends nothing."""
+    from tests.factories import make_app
+    from tests.sending.consumers import Consumers, campaign_sent, consumer_env, queue_app, wait_for
+
+    lease = 2
+    fake_mc.route("POST", APP, sleep(120, _accepted))  # the first request never gets its answer
+    env = consumer_env(tmp_path / "instance", f"sqlite:///{tmp_path / 'webadmin.sqlite3'}", lease_seconds=lease)
+    app = queue_app(monkeypatch, env)
+    with app.app_context(), Consumers(env, tmp_path) as pool:
+        db.create_all()
+        app_row = make_app("Nibs")
+        _channel(app_row.id, fake_mc, all_users_app=True, timeout=60)
+        _audience(app_row.id, 30)
+        campaign = _campaign(app_row.id)  # its dispatch task waits in the SQLite queue
+        first = pool.start()
+        wait_for(lambda: len(fake_mc.calls(APP)) == 1, 60, "the messageApp request", pool.check_alive)
+        pool.kill(first)
+        fake_mc.route("POST", APP, _accepted)  # a second request would now succeed: it must not be made
+        pool.start()
+        wait_for(campaign_sent(campaign.id, sweep_every=lease), 60, "the campaign to end", pool.check_alive)
+        assert len(fake_mc.calls(APP)) == 1 and fake_mc.calls(CONTACT) == []
+        assert _states(campaign.id) == {("ERROR", None): 30}
+        error = db.session.scalar(select(Message.error).where(Message.campaign_id == campaign.id).limit(1))
+        assert error.startswith("OUTCOME_UNKNOWN") and "stopped before it recorded an answer" in error
+        claim = _claim(campaign.id)
+        assert claim.state == AppSendState.UNKNOWN.value and claim.claimed_by.endswith(f":{first.pid}")
+        stored = db.session.get(Campaign, campaign.id)
+        assert (stored.status, stored.sent, stored.failed, stored.retrying) == ("sent", 0, 30, 0)
