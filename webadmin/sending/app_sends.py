@@ -23,7 +23,9 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +73,7 @@ class AppClaim:
     id: int
     token: str
     attempts: int
+    key: tuple[str, str] = ("", "")  # (campaign UUID, target): where a `sent` answer is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,16 +88,36 @@ class Decision:
     error: str | None = None
 
 
+#: (campaign UUID, target) → tokenId of requests known to be sent: `sent` is final, so later batches of this
+#: process record their messages from here without touching the claim row. Bounded; the oldest go first.
+_SENT: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+_SENT_MAX = 1_000
+_SENT_LOCK = threading.Lock()
+
+
+def _remember_sent(key: tuple[str, str], provider_message_id: str | None) -> None:
+    with _SENT_LOCK:
+        _SENT[key] = provider_message_id
+        _SENT.move_to_end(key)
+        while len(_SENT) > _SENT_MAX:
+            _SENT.popitem(last=False)
+
+
 def _worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def take(campaign_id: int, route: ChannelRoute, lease_seconds: float, policy: RetryPolicy) -> Decision:
+def take(campaign_id: int, campaign_uuid: str, route: ChannelRoute, lease_seconds: float,
+         policy: RetryPolicy) -> Decision:
     """Claim the campaign's messageApp request for this route's target, or say what became of it. Commits."""
+    target = target_of(route)
+    key = (campaign_uuid, target)
+    with _SENT_LOCK:
+        if key in _SENT:
+            return Decision("sent", provider_message_id=_SENT[key])
     db.session.commit()
     t = CampaignAppSend.__table__
     now = utcnow()
-    target = target_of(route)
     token = str(uuid.uuid4())
     claimed = {"state": AppSendState.SENDING.value, "claim_token": token, "claimed_by": _worker(),
                "lease_until": now + timedelta(seconds=lease_seconds), "next_attempt_at": None, "updated_at": now,
@@ -112,11 +135,13 @@ def take(campaign_id: int, route: ChannelRoute, lease_seconds: float, policy: Re
         row = db.session.execute(again).first()
     if row is not None:
         db.session.commit()
-        return Decision("send", AppClaim(row.id, token, row.attempts))
+        return Decision("send", AppClaim(row.id, token, row.attempts, key))
     db.session.execute(update(t).where(*mine, t.c.state == AppSendState.SENDING.value, t.c.lease_until < now)
                        .values(state=AppSendState.UNKNOWN.value, lease_until=None, updated_at=now, error=None))
     current = db.session.execute(select(t).where(*mine)).one()
     db.session.commit()
+    if current.state == AppSendState.SENT.value:
+        _remember_sent(key, current.provider_message_id)
     return _decision(current, now, policy)
 
 
@@ -172,6 +197,8 @@ def settle(claim: AppClaim, route: ChannelRoute, result: SendResult | None, erro
     if not written:
         log.warning("messageApp claim %s was taken over before its answer (%s) was recorded", claim.id, state)
         return None
+    if state == AppSendState.SENT:
+        _remember_sent(claim.key, values["provider_message_id"])
     if state == AppSendState.UNKNOWN:
         log.warning("messageApp claim %s: outcome unknown, not sent again: %s", claim.id, values["error"])
     return state.value

@@ -568,7 +568,8 @@ def _take_app_sends(batch: Batch) -> None:
         if target in taken:  # another channel of the same MobilePush message: the same request covers it
             batch.app_claims[route] = taken[target]
             continue
-        decision = app_sends.take(recorder.campaign_id, route, _config("ENGINE_LEASE_SECONDS", 60.0), recorder.policy)
+        decision = app_sends.take(recorder.campaign_id, batch.groups[route][0].campaign_uuid or "", route,
+                                  _config("ENGINE_LEASE_SECONDS", 60.0), recorder.policy)
         if decision.kind == "send" and decision.claim is not None:
             batch.app_claims[route] = taken[target] = decision.claim
             continue
