@@ -136,8 +136,11 @@ def take(campaign_id: int, campaign_uuid: str, route: ChannelRoute, lease_second
     if row is not None:
         db.session.commit()
         return Decision("send", AppClaim(row.id, token, row.attempts, key))
-    db.session.execute(update(t).where(*mine, t.c.state == AppSendState.SENDING.value, t.c.lease_until < now)
-                       .values(state=AppSendState.UNKNOWN.value, lease_until=None, updated_at=now, error=None))
+    lost = db.session.execute(update(t).where(*mine, t.c.state == AppSendState.SENDING.value, t.c.lease_until < now)
+                              .values(state=AppSendState.UNKNOWN.value, lease_until=None, updated_at=now, error=None))
+    if lost.rowcount:
+        log.warning("campaign %s: its messageApp claim's worker stopped before recording an answer: outcome unknown, "
+                    "not sent again (check Marketing Cloud's send log)", campaign_id)
     current = db.session.execute(select(t).where(*mine)).one()
     db.session.commit()
     if current.state == AppSendState.SENT.value:

@@ -586,7 +586,8 @@ def _take_app_sends(batch: Batch) -> None:
 
 
 def start(batch: Batch, runtime: WorkerRuntime) -> Batch:
-    """Put a prepared batch on the wire: its send runs on the runtime's loop while this thread goes on."""
+    """Put a prepared batch on the wire: its send runs on the runtime's loop while this thread goes on. Its
+    messageApp routes are claimed first (committed before anything is sent)."""
     if batch.app_routes:
         _take_app_sends(batch)
     backends = {route: route.backend(runtime) for route in batch.groups}  # built here: they may connect
