@@ -231,6 +231,24 @@ def test_retryable_failure_is_retried_on_the_same_claim(app, push_app, manual_di
     assert (stored.sent, stored.retrying, stored.failed) == (5, 0, 0)
 
 
+def test_retries_end_at_the_attempt_ceiling_for_every_message(app, push_app, manual_dispatch, fake_mc):
+    app.config.update(ENGINE_RETRY_BASE_SECONDS=0.0, ENGINE_MAX_ATTEMPTS=2, ENGINE_BATCH_SIZE=2)
+    fake_mc.route("POST", APP, reply({"message": "busy"}, status=503, headers={"Retry-After": "0"}))
+    _channel(push_app.id, fake_mc, all_users_app=True, batch_size=2)
+    _audience(push_app.id, 5)
+    campaign = _campaign(push_app.id)
+    for _ in range(10):
+        if dispatch(campaign.id).stopped_because == "finished":
+            break
+    assert len(fake_mc.calls(APP)) == 2  # ENGINE_MAX_ATTEMPTS requests, however many batches met the claim
+    claim = _claim(campaign.id)
+    assert claim.state == AppSendState.FAILED.value and "gave up after 2 attempts" in claim.error
+    assert _states(campaign.id) == {("ERROR", None): 5}
+    db.session.expire_all()
+    stored = db.session.get(Campaign, campaign.id)
+    assert (stored.status, stored.failed, stored.retrying, stored.sent) == ("sent", 5, 0, 0)
+
+
 @pytest.mark.parametrize(("answers", "why"), [
     ((reply({"message": "Not Authorized"}, status=401),), "credentials refused"),
     ((reply({"message": "messageText is required", "errorcode": 10002}, status=400),), "HTTP_400"),

@@ -4,6 +4,10 @@
 key gets one send per campaign: a second message of the campaign to the same key (another device of the subscriber,
 on the other platform's channel or in a later batch) is recorded as sent by that earlier request, not sent again.
 The ledger of sent keys lives in the worker process (see ContactLedger for its bounds).
+
+`send_to_app` is the messageApp ("all users") request. The engine makes it at most once per campaign, claimed in the
+database first (webadmin/sending/app_sends.py), so it reports a request that may have reached Marketing Cloud as
+OUTCOME_UNKNOWN rather than retryable.
 """
 
 from __future__ import annotations
