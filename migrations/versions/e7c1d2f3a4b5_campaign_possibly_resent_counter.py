@@ -1,7 +1,7 @@
 """campaigns.possibly_resent: messages sent again after a claim that left no outcome (shown on the campaign page)
 
 Revision ID: e7c1d2f3a4b5
-Revises: c3f1a2b4d5e6
+Revises: d4e5f6a7b8c9
 Create Date: 2026-12-04 18:30:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'e7c1d2f3a4b5'
-down_revision = 'c3f1a2b4d5e6'
+down_revision = 'd4e5f6a7b8c9'
 branch_labels = None
 depends_on = None
 

@@ -577,3 +577,33 @@ def test_rotation_stops_without_changing_anything_when_a_row_cannot_be_opened(ap
     assert result.exit_code != 0
     db.session.expire_all()
     assert db.session.get(Channel, channel.id).credentials_encrypted == before  # not re-encrypted either
+
+
+def _mc_form(**overrides: Any) -> dict[str, Any]:
+    return {"name": "MC prod", "cred_client_id": "mc-client", "cred_client_secret": "mc-secret-value",
+            "cred_message_id": "MTIzOjExNDow", "cred_auth_mode": "v2",
+            "cred_auth_base_url": "https://example.auth.marketingcloudapis.com", "enabled": "y", **overrides}
+
+
+def test_marketing_cloud_all_users_messageapp_is_an_explained_opt_in(client, login_as, nibs):
+    login_as(Role.ADMIN)
+    form = client.get(_new_url(nibs, "android", "marketing_cloud")).get_data(as_text=True)
+    sending = form.split('id="settings-channel-sending"', 1)[1].split("</fieldset>", 1)[0]
+    assert 'name="option_all_users_app"' in sending and "checked" not in sending  # off by default
+    assert "ONE messageApp request" in sending and "count can differ" in sending and "opted-out" in sending
+    assert 'name="option_all_users_app"' not in form.split("Advanced options", 1)[1]  # not folded away
+    assert client.post(_new_url(nibs, "android", "marketing_cloud"), data=_mc_form()).status_code == 302
+    assert _only_channel().options == {}
+    page = client.get(f"/settings/apps/{nibs.id}").get_data(as_text=True)
+    assert "all users → messageApp" not in page
+    channel = _only_channel()
+    edit = f"/settings/apps/{nibs.id}/channels/{channel.id}/edit"
+    assert client.post(edit, data=_mc_form(option_all_users_app="y")).status_code == 302
+    assert _only_channel().options == {"all_users_app": True}
+    assert "all users → messageApp" in client.get(f"/settings/apps/{nibs.id}").get_data(as_text=True)
+    assert re.search(r'<input[^>]*checked[^>]*name="option_all_users_app"', client.get(edit).get_data(as_text=True))
+    with worker_runtime(keep=False) as runtime:  # the backend is still built from the stored options
+        route = routes_for_app(nibs.id)["android"]
+        assert route.backend(runtime).options.all_users_app is True
+    assert client.post(edit, data=_mc_form()).status_code == 302  # unticked: back to messageContact
+    assert _only_channel().options == {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from tests.conftest import AuthActions
 from tests.factories import make_app, make_device, make_group, make_subscriber
@@ -86,6 +86,28 @@ def test_groups_with_platform_filter_and_live_count(client, login_as):
                                                       "keys": "alice@example.com\nghost@example.com"})
     html = keys.get_data(as_text=True)
     assert "<strong>2</strong>" in html and "ghost@example.com" in html and "1 unknown key" in html
+
+
+def test_live_count_says_when_all_users_go_out_as_one_messageapp_request(client, login_as):
+    from webadmin.crypto import encrypt_credentials
+    from webadmin.models.campaign import Channel
+
+    push_app, _ = _audience()
+    db.session.add(Channel(app_id=push_app.id, platform="android", backend="marketing_cloud", name="MC Android",
+                           options={"all_users_app": True}, credentials_encrypted=encrypt_credentials(
+                               {"client_id": "c", "client_secret": "s", "message_id": "m"})))
+    db.session.commit()
+    login_as(Role.MARKETER)
+    everyone = client.get("/compose/count", query_string={"app_id": push_app.id, "target": "all"})
+    html = everyone.get_data(as_text=True)
+    assert 'id="compose-count-messageapp"' in html and "Through MC Android" in html and "can differ" in html
+    filtered = client.get("/compose/count", query_string={"app_id": push_app.id, "target": "all",
+                                                          "platforms": "android"})
+    assert "compose-count-messageapp" not in filtered.get_data(as_text=True)  # stays on messageContact
+    db.session.execute(update(Channel).values(options={}))
+    db.session.commit()
+    off = client.get("/compose/count", query_string={"app_id": push_app.id, "target": "all"})
+    assert "compose-count-messageapp" not in off.get_data(as_text=True)
 
 
 def test_push_offer_prefill_and_expired_offer(client, login_as):

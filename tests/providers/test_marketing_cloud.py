@@ -275,6 +275,44 @@ def test_send_to_app() -> None:
     assert srv.calls(APP)[0].json == {"override": True, "messageText": "Exclusive offer", "title": "All"}
 
 
+async def _app_send(*answers: Responder, rest: str | None = None, timeout: float = 2.0) -> tuple[FakeServer, Any]:
+    """send_to_app through a fresh backend: its result, or the ProviderError it raised."""
+    async with FakeServer() as srv:
+        srv.route("POST", V2, v2_token(rest))
+        srv.route("POST", APP, *answers)
+        backend = MarketingCloudBackend(CREDS, ProviderOptions(auth_endpoint=srv.url, timeout=timeout))
+        try:
+            return srv, await backend.send_to_app(msg(7, key=""))
+        except ProviderUnavailable as exc:
+            return srv, exc
+        finally:
+            await backend.close()
+
+
+@pytest.mark.parametrize(("answer", "code"), [
+    (sleep(3), "OUTCOME_UNKNOWN"),  # no answer within the 1 s timeout: it may have gone out
+    (reset(), "OUTCOME_UNKNOWN"),  # the connection dropped after the request was written
+    (reply({"status": "queued"}, status=202), "OUTCOME_UNKNOWN"),  # accepted, but no tokenId
+    (reply({"message": "busy"}, status=503, headers={"Retry-After": "7"}), "HTTP_503"),
+    (reply({"message": "messageText is required"}, status=400), "HTTP_400"),
+])
+def test_send_to_app_never_calls_a_request_that_may_have_gone_out_retryable(answer: Responder, code: str) -> None:
+    srv, result = asyncio.run(_app_send(answer, timeout=1.0))
+    assert len(srv.calls(APP)) == 1 and result.error_code == code and not result.ok
+    assert result.retryable is (code == "HTTP_503")
+    if code == "OUTCOME_UNKNOWN":
+        assert "not sent again" in result.error
+    if code == "HTTP_503":
+        assert result.retry_after == 7.0
+    if code == "HTTP_400":
+        assert result.payload_error
+
+
+def test_send_to_app_that_cannot_connect_is_unavailable_and_safe_to_retry() -> None:
+    _, result = asyncio.run(_app_send(accepted, rest=free_port_url()))  # the REST base nobody listens on
+    assert isinstance(result, ProviderUnavailable) and "could not be reached" in str(result)
+
+
 def test_connection_check() -> None:
     async def scenario(responder: Responder) -> Any:
         async with FakeServer() as srv:

@@ -4,7 +4,7 @@ from webadmin.models.analytics import CampaignHourlyRollup, CampaignRollup, Hour
 from webadmin.models.app import ApiKey, App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
 from webadmin.models.audit import AuditEvent
-from webadmin.models.campaign import Campaign, CampaignStatus, Channel
+from webadmin.models.campaign import AppSendState, Campaign, CampaignAppSend, CampaignStatus, Channel
 from webadmin.models.message import Message, MessageRelatedObject, MessageState, Template
 from webadmin.models.offer import Offer
 from webadmin.models.setting import Setting
@@ -14,8 +14,10 @@ from webadmin.models.user import LoginAttempt, Role, StaffSession, User
 __all__ = [
     "ApiKey",
     "App",
+    "AppSendState",
     "AuditEvent",
     "Campaign",
+    "CampaignAppSend",
     "CampaignHourlyRollup",
     "CampaignRollup",
     "CampaignStatus",

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -115,3 +115,42 @@ class Channel(db.Model):
     error: Mapped[str | None] = mapped_column(String(500))
     error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AppSendState(enum.StrEnum):
+    """Where a campaign's one messageApp request to a Marketing Cloud message stands (engine.app_sends)."""
+
+    SENDING = "sending"  # claimed: a worker is sending it now (or died doing so: then UNKNOWN once its lease ends)
+    SENT = "sent"  # accepted; provider_message_id is its tokenId
+    RETRY = "retry"  # refused retryably (429, 5xx, unreachable): claimable again from next_attempt_at
+    REFUSED = "refused"  # credentials or payload refused: the campaign paused; claimable again after a resume
+    FAILED = "failed"  # retried up to the attempt ceiling: not sent
+    UNKNOWN = "unknown"  # no answer recorded (lost worker, timeout, reset): maybe sent, never sent again
+
+
+class CampaignAppSend(db.Model):
+    """A campaign-level claim of one messageApp ("all users") request: one row per (campaign, target), where the
+    target is a Marketing Cloud client id + MobilePush message, so two channels of the same message share it.
+
+    The row is written and committed before the request goes out, which makes the request go out at most once
+    across every worker: INSERT … ON CONFLICT DO NOTHING takes the first claim, a conditional UPDATE the re-claim
+    of a retryable one; `claim_token` fences the claimer's write of the outcome.
+    """
+
+    __tablename__ = "campaign_app_sends"
+    __table_args__ = (UniqueConstraint("campaign_id", "target", name="uq_campaign_app_sends_campaign_id_target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16))
+    claim_token: Mapped[str] = mapped_column(String(36))
+    claimed_by: Mapped[str] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(default=1)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

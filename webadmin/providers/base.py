@@ -71,6 +71,9 @@ class ProviderOptions:
     batch_size: int = 500
     verify_tls: bool = True
     ca_file: str | None = None
+    # Marketing Cloud only, read by the engine (not the backend): an "all users" campaign without a platform
+    # filter goes out as ONE messageApp request per campaign instead of messageContact (engine.app_sends).
+    all_users_app: bool = False
 
 
 @dataclass(slots=True)

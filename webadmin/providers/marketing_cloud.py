@@ -4,6 +4,10 @@
 key gets one send per campaign: a second message of the campaign to the same key (another device of the subscriber,
 on the other platform's channel or in a later batch) is recorded as sent by that earlier request, not sent again.
 The ledger of sent keys lives in the worker process (see ContactLedger for its bounds).
+
+`send_to_app` is the messageApp ("all users") request. The engine makes it at most once per campaign, claimed in the
+database first (webadmin/sending/app_sends.py), so it reports a request that may have reached Marketing Cloud as
+OUTCOME_UNKNOWN rather than retryable.
 """
 
 from __future__ import annotations
@@ -189,6 +193,20 @@ def _error_flags(answer: _http.Answer) -> dict[str, Any] | None:
     return {"channel_error": True} if status == 404 else {"payload_error": True}
 
 
+#: No connection was made, so the request cannot have been sent.
+NOT_CONNECTED: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,
+                                                  *((aiohttp.ConnectionTimeoutError,)
+                                                    if hasattr(aiohttp, "ConnectionTimeoutError") else ()))
+#: The error code of a messageApp request that may or may not have been accepted.
+OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+
+
+def _outcome_unknown(message_id: int, text: str) -> SendResult:
+    """A messageApp result that must not be retried: Marketing Cloud may have sent it."""
+    return _http.error_result(message_id, OUTCOME_UNKNOWN, f"{text}; it may have gone out to all users, so it is "
+                              "not sent again: check the MobilePush message's send log in Marketing Cloud")
+
+
 def classify(messages: Sequence[PushMessage], answer: _http.Answer) -> list[SendResult]:
     """One result per message from a push/v1 send answer."""
     if _not_authorized(answer.data) or answer.status in (401, 403):
@@ -322,12 +340,23 @@ class MarketingCloudBackend(PushBackend):
         return classify(chunk.messages, answer)
 
     async def _send_app(self, message: PushMessage, token: str) -> list[SendResult]:
-        """messageApp send ("all users of the app") of one message."""
+        """messageApp send ("all users of the app") of one message.
+
+        Sent once per campaign, so a request that may have reached Marketing Cloud is never reported retryable:
+        only a connection that was never made is (CONNECTION_ERROR); a timeout, a reset after the request was
+        written, or a 2xx without a tokenId is OUTCOME_UNKNOWN.
+        """
         try:
             answer = await self._post("messageApp", build_payload(message), token)
-        except _http.TRANSPORT_ERRORS as exc:
+        except NOT_CONNECTED as exc:
             return [_http.transport_result(message.message_id, exc)]
-        return classify([message], answer)
+        except _http.TRANSPORT_ERRORS as exc:
+            return [_outcome_unknown(message.message_id, f"no answer to the messageApp request "
+                                                         f"({type(exc).__name__}: {exc})")]
+        results = classify([message], answer)
+        if 200 <= answer.status < 300 and not results[0].ok:
+            return [_outcome_unknown(message.message_id, f"accepted without a tokenId: {answer.describe()}")]
+        return results
 
     async def _run(self, items: Sequence[Any], send: _http.Sender) -> list[SendResult]:
         """Send with one forced token renewal on refusal, then apply the batch-level rules."""
@@ -404,7 +433,8 @@ class MarketingCloudBackend(PushBackend):
             LEDGER.settle(scope, keys, delivered[scope])
 
     async def send_to_app(self, message: PushMessage) -> SendResult:
-        """Send one message to every user of the app (messageApp)."""
+        """Send one message to every user of the app (messageApp): the result, or ChannelAuthError (credentials
+        refused) / ProviderUnavailable (auth or API unreachable: nothing was sent)."""
         return (await self._run([message], self._send_app))[0]
 
     async def test_connection(self) -> ConnectionCheck:

@@ -11,7 +11,7 @@ import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from webadmin.models.campaign import Campaign, CampaignStatus, Channel
 from webadmin.models.message import PENDING_STATES, Message, MessageState
 from webadmin.models.types import utcnow
 from webadmin.providers.base import ChannelAuthError, ProviderError, PushBackend, PushMessage, SendResult
+from webadmin.sending import app_sends
 from webadmin.sending.channels import ChannelRoute, redact_for, routes_for_app
 from webadmin.sending.retry import RetryPolicy
 from webadmin.sending.runtime import WorkerRuntime, worker_runtime
@@ -218,6 +219,7 @@ class RouteAnswer:
     results: list[SendResult]
     error: ProviderError | None = None
     unsent: list[PushMessage] = field(default_factory=list)
+    app_result: SendResult | None = None  # a messageApp route: the one request's result (its claim is settled on it)
 
 
 async def _send_route(route: ChannelRoute, messages: list[PushMessage], backend: PushBackend) -> RouteAnswer:
@@ -236,10 +238,36 @@ async def _send_route(route: ChannelRoute, messages: list[PushMessage], backend:
     return RouteAnswer(route, messages, results)
 
 
-async def _send_groups(groups: dict[ChannelRoute, list[PushMessage]], backends: dict[ChannelRoute, PushBackend]
-                       ) -> list[RouteAnswer]:
-    """Send each channel's messages concurrently, in chunks of the backend's batch size."""
-    return list(await asyncio.gather(*(_send_route(r, groups[r], backends[r]) for r in groups)))
+async def _send_app(routes: list[ChannelRoute], groups: dict[ChannelRoute, list[PushMessage]],
+                    backend: PushBackend) -> list[RouteAnswer]:
+    """One messageApp request for all users, for every route of one claim (the Android and iOS channels of one
+    MobilePush message); its result is every message's result.
+
+    A refused payload pauses the campaign like a refused channel (the messages are released, not failed): one
+    request is all there is, so there is no "many of a batch" to wait for.
+    """
+    try:
+        result = await backend.send_to_app(groups[routes[0]][0])  # type: ignore[attr-defined]
+    except ProviderError as exc:
+        return [RouteAnswer(r, groups[r], [], exc, list(groups[r])) for r in routes]
+    each = replace(result, channel_error=result.channel_error or result.payload_error, payload_error=False)
+    return [RouteAnswer(r, groups[r], [replace(each, message_id=m.message_id) for m in groups[r]], app_result=result)
+            for r in routes]
+
+
+async def _send_groups(groups: dict[ChannelRoute, list[PushMessage]], backends: dict[ChannelRoute, PushBackend],
+                       app_claims: dict[ChannelRoute, app_sends.AppClaim] | None = None) -> list[RouteAnswer]:
+    """Send each channel's messages concurrently: in chunks of the backend's batch size, or, on the routes whose
+    messageApp claim this batch holds, as that one request."""
+    app_claims = app_claims or {}
+    by_claim: dict[int, list[ChannelRoute]] = defaultdict(list)
+    for route in groups:
+        if route in app_claims:
+            by_claim[app_claims[route].id].append(route)
+    plain = [_send_route(r, groups[r], backends[r]) for r in groups if r not in app_claims]
+    app = [_send_app(routes, groups, backends[routes[0]]) for routes in by_claim.values()]
+    answers = await asyncio.gather(*plain, *app)
+    return [a for answer in answers for a in (answer if isinstance(answer, list) else [answer])]
 
 
 SENDER_DATA_LIMIT = 4000  # characters of a provider answer kept per message (messages.extra_sender_data)
@@ -284,6 +312,7 @@ class Recorder:
         self.done_data: list[dict[str, Any]] = []  # accepted messages whose answer said more than their id
         self.invalid_devices: list[dict[str, Any]] = []
         self.release: list[int] = []
+        self.deferred: dict[int, datetime] = {}  # released rows due again only then (a messageApp claim elsewhere)
         self.stopped: list[int] = []  # the campaign was cancelled meanwhile: ERROR "campaign cancelled"
         self.outcome = BatchOutcome()
         self.payload_errors = 0
@@ -327,6 +356,12 @@ class Recorder:
             reason = (result.error_code or "invalid token")[:200]
             self.invalid_devices.append({"b_id": device_id, "reason": reason, "at": self.now})
 
+    def defer(self, row: Claimed, until: datetime) -> None:
+        """Give a row back unsent until `until`: another worker holds the messageApp request that covers it."""
+        self.release.append(row.id)
+        self.deferred[row.id] = until
+        self.outcome.released += 1
+
     def stop_unfinished(self) -> None:
         """The campaign was cancelled while the batch was in flight: what would be retried or released (sent
         later) ends as cancelled instead, so nothing of a cancelled campaign stays pending."""
@@ -367,6 +402,12 @@ class Recorder:
         if released:  # not sent (the channel refused the batch): the claim was no attempt
             db.session.execute(update(m).where(m.c.id.in_(released))
                                .values(number_of_send_attempts=m.c.number_of_send_attempts - 1))
+        deferred = defaultdict(list)
+        for i in released:
+            if i in self.deferred and i not in self.stopped:
+                deferred[self.deferred[i]].append(i)
+        for until, ids in deferred.items():
+            db.session.execute(update(m).where(m.c.id.in_(ids)).values(next_attempt_at=until))
         stopped = [i for i in self.stopped if i in owned]
         if stopped:
             db.session.execute(update(m).where(m.c.id.in_(stopped)).values(
@@ -493,6 +534,8 @@ class Batch:
     devices: dict[int, Any]
     groups: dict[ChannelRoute, list[PushMessage]]
     sending: Future[list[RouteAnswer]] | None = None
+    app_routes: frozenset[ChannelRoute] = frozenset()  # routes whose messages go out as one messageApp request
+    app_claims: dict[ChannelRoute, app_sends.AppClaim] = field(default_factory=dict)  # held by this batch
 
 
 def prepare(campaign: Campaign, lease: datetime, rows: list[Claimed], routes: dict[str, ChannelRoute]) -> Batch:
@@ -510,14 +553,47 @@ def prepare(campaign: Campaign, lease: datetime, rows: list[Claimed], routes: di
             continue
         route = routes[device.platform]
         groups[route].append(_push_message(content, row, device, route.type_name in BULK_BACKENDS))
-    return Batch(lease, rows, recorder, devices, groups)
+    app_routes = frozenset(r for r in groups if app_sends.wants_app_send(campaign.audience, r))
+    return Batch(lease, rows, recorder, devices, groups, app_routes=app_routes)
+
+
+def _take_app_sends(batch: Batch) -> None:
+    """Before the wire: claim the messageApp request of each app-send route, or record what its claim says (sent
+    by an earlier request, in flight elsewhere, or failed) for the batch's messages on it, which then stay off
+    the wire."""
+    by_id = {r.id: r for r in batch.rows}
+    recorder = batch.recorder
+    taken: dict[str, app_sends.AppClaim] = {}  # target → the claim this batch took for it
+    for route in sorted(batch.app_routes, key=lambda r: r.channel_id or 0):
+        target = app_sends.target_of(route)
+        if target in taken:  # another channel of the same MobilePush message: the same request covers it
+            batch.app_claims[route] = taken[target]
+            continue
+        decision = app_sends.take(recorder.campaign_id, batch.groups[route][0].campaign_uuid or "", route,
+                                  _config("ENGINE_LEASE_SECONDS", 60.0), recorder.policy)
+        if decision.kind == "send" and decision.claim is not None:
+            batch.app_claims[route] = taken[target] = decision.claim
+            continue
+        for message in batch.groups.pop(route):
+            row = by_id[message.message_id]
+            if decision.kind == "sent":
+                recorder.ok(row, SendResult(row.id, ok=True, provider_message_id=decision.provider_message_id), route)
+            elif decision.kind == "wait" and decision.until is not None:
+                recorder.defer(row, decision.until)
+            else:
+                code = "OUTCOME_UNKNOWN" if decision.kind == "unknown" else "APP_SEND_FAILED"
+                recorder.fail(row, code, route.redact(decision.error or "messageApp request not sent"),
+                              route.type_name)
 
 
 def start(batch: Batch, runtime: WorkerRuntime) -> Batch:
-    """Put a prepared batch on the wire: its send runs on the runtime's loop while this thread goes on."""
+    """Put a prepared batch on the wire: its send runs on the runtime's loop while this thread goes on. Its
+    messageApp routes are claimed first (committed before anything is sent)."""
+    if batch.app_routes:
+        _take_app_sends(batch)
     backends = {route: route.backend(runtime) for route in batch.groups}  # built here: they may connect
     if batch.groups:
-        batch.sending = runtime.submit(_send_groups(batch.groups, backends))
+        batch.sending = runtime.submit(_send_groups(batch.groups, backends, batch.app_claims))
     return batch
 
 
@@ -526,6 +602,13 @@ def collect(batch: Batch, held: list[Batch], lease_seconds: float) -> None:
     them into its recorder; the outcome says whether to pause."""
     answers = _wait_renewing(batch.sending, held, lease_seconds) if batch.sending is not None else []
     batch.recorder.now = utcnow()  # when the answers came: sent_at, and the base of the retry delays
+    settled: set[int] = set()
+    for answer in answers:
+        claim = batch.app_claims.get(answer.route)
+        if claim is not None and claim.id not in settled:  # first: the claim says what happened, then the messages
+            settled.add(claim.id)
+            app_sends.settle(claim, answer.route, answer.app_result, answer.error, batch.recorder.policy,
+                             batch.recorder.now)
     _apply_answers(batch.recorder, answers, {r.id: r for r in batch.rows}, batch.devices)
     _payload_pause(batch.recorder, len(batch.rows))
 
@@ -568,6 +651,9 @@ def _wait_renewing(future: Future[T], held: list[Batch], lease_seconds: float) -
         except TimeoutError:
             for batch in held:
                 batch.lease = renew_lease([r.id for r in batch.rows], batch.lease, lease_seconds)
+                if batch.app_claims:
+                    app_sends.renew(list({c.id: c for c in batch.app_claims.values()}.values()), lease_seconds)
+                    db.session.commit()
 
 
 def renew_lease(ids: list[int], lease: datetime, lease_seconds: float) -> datetime:

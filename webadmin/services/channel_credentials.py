@@ -32,7 +32,8 @@ Problems = dict[str, str]  # field name → what is wrong with it (never the val
 # owned elsewhere; a backend type missing from the table gets the batch size only.
 OPTION_NAMES: dict[str, tuple[str, ...]] = {
     "fcm": ("endpoint", "auth_endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
-    "marketing_cloud": ("endpoint", "auth_endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
+    "marketing_cloud": ("all_users_app", "endpoint", "auth_endpoint", "timeout", "batch_size", "concurrency",
+                        "ca_file"),
     "onesignal": ("endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
     "apns": ("endpoint", "timeout", "batch_size", "concurrency", "ca_file"),
 }
@@ -40,6 +41,7 @@ OPTION_NAMES: dict[str, tuple[str, ...]] = {
 # queues more work than one event loop can serve and risks the provider's own rate limits.
 OPTION_LIMITS = {"batch_size": (1, 20_000), "timeout": (1, 120), "concurrency": (1, 1_000)}
 INTEGER_OPTIONS = frozenset({"batch_size", "concurrency"})
+BOOLEAN_OPTIONS = frozenset({"all_users_app"})  # stored only when on: off is the default
 LOOPBACK_NAMES = frozenset({"localhost"})
 KEY_ID = re.compile(r"^[A-Z0-9]{10}$")
 
@@ -104,6 +106,10 @@ def clean_options(type_name: str, submitted: Mapping[str, Any]) -> tuple[dict[st
     problems: Problems = {}
     for name in option_names(type_name):
         value = submitted.get(name)
+        if name in BOOLEAN_OPTIONS:
+            if value is True or str(value).strip().lower() in ("1", "true", "on", "y", "yes"):
+                options[name] = True
+            continue
         if value is None or str(value).strip() == "":
             continue
         try:

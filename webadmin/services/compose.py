@@ -222,6 +222,7 @@ class AudiencePreview:
     count: int
     unknown_keys: list[str] = field(default_factory=list)
     error: str | None = None
+    app_send_channels: list[str] = field(default_factory=list)  # Marketing Cloud channels that would use messageApp
 
 
 def preview_audience(app_id: int | None, raw: dict[str, Any]) -> AudiencePreview:
@@ -233,7 +234,18 @@ def preview_audience(app_id: int | None, raw: dict[str, Any]) -> AudiencePreview
     if app_id is None:
         return AudiencePreview(0, error="Choose an app.")
     unknown = match_keys(list(spec.keys)).unknown if spec.type == "keys" else []
-    return AudiencePreview(count_audience(app_id, spec, settings.get("delivery.device_selection")), unknown)
+    return AudiencePreview(count_audience(app_id, spec, settings.get("delivery.device_selection")), unknown,
+                           app_send_channels=_app_send_channels(app_id, spec))
+
+
+def _app_send_channels(app_id: int, spec: AudienceSpec) -> list[str]:
+    """The enabled Marketing Cloud channels that would send this audience as one messageApp request: the count
+    above is then webadmin's, not the one Marketing Cloud will reach."""
+    from webadmin.sending.app_sends import wants_app_send
+    from webadmin.sending.channels import routes_for_app
+
+    routes = set(routes_for_app(app_id).values())
+    return sorted(r.label for r in routes if wants_app_send(spec.to_dict(), r))
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,14 @@ class ChannelForm(FlaskForm):
         """The option inputs the backend honours."""
         return [self[f"option_{name}"] for name in option_names(self.backend_cls.type_name)]
 
+    def toggle_fields(self) -> list[Field]:
+        """The on/off options, shown with their explanation outside "Advanced options"."""
+        return [f for f in self.option_fields() if isinstance(f, BooleanField)]
+
+    def advanced_fields(self) -> list[Field]:
+        """The tuning options (endpoints, timeouts, sizes), folded away under "Advanced options"."""
+        return [f for f in self.option_fields() if not isinstance(f, BooleanField)]
+
     def describe_stored(self, stored: Mapping[str, Any]) -> None:
         """Say beside each secret whether one is stored (never what it is); offer removal of optional ones."""
         for spec, field, _upload, clear in self.credential_fields():
@@ -214,7 +222,17 @@ class ChannelForm(FlaskForm):
                             options=options, clear=frozenset(clear))
 
 
+ALL_USERS_APP_HELP = (
+    "Campaigns to all users (no platform filter) then go out as ONE messageApp request to Marketing Cloud's own "
+    "audience of the app instead of one messageContact request per 5,000 subscriber keys. Marketing Cloud decides "
+    "who gets it: the count can differ from the one webadmin showed, opted-out and invalid devices are Marketing "
+    "Cloud's to handle, “newest device only” does not apply, and every message is recorded sent with that one "
+    "request's id. Campaigns with a platform filter, to keys or to groups still use messageContact."
+)
+
 OPTION_FIELDS = {
+    "all_users_app": lambda cls: BooleanField("All users → messageApp (one request per campaign)",
+                                              description=ALL_USERS_APP_HELP),
     "endpoint": lambda cls: StringField(
         "API base URL", validators=[Optional()], render_kw={"placeholder": "the provider’s own"},
         description="Only for a proxy or a local test server; https://, or http:// to this machine."),
