@@ -125,18 +125,18 @@ def _history(campaign: Campaign, rng: random.Random, now: datetime) -> list[tupl
 
 
 def _apply_outcomes(rows: list[tuple[Any, ...]]) -> None:
-    """Write every campaign's failures and opens: plain rows into a temporary table, then two UPDATE … FROM."""
+    """Write every campaign's failures and opens: plain rows into a temporary table, then two UPDATE … FROM.
+
+    The table is made and dropped inside the loader's transaction; if anything fails, the rollback removes it."""
     m, o = Message.__table__, _OUTCOMES
     connection = db.session.connection()
     o.create(connection)
-    try:
-        bulk.insert_rows(o, ["id", "error", "failure_class", "at"], rows)
-        db.session.execute(update(m).where(m.c.id == o.c.id, o.c.error.is_not(None)).values(
-            state=MessageState.ERROR.value, error=o.c.error, failure_class=o.c.failure_class, retry_sending=False,
-            sent_at=None, received_at=None, changed_at=o.c.at))
-        db.session.execute(update(m).where(m.c.id == o.c.id, o.c.error.is_(None)).values(opened_at=o.c.at))
-    finally:
-        o.drop(connection)
+    bulk.insert_rows(o, ["id", "error", "failure_class", "at"], rows)
+    db.session.execute(update(m).where(m.c.id == o.c.id, o.c.error.is_not(None)).values(
+        state=MessageState.ERROR.value, error=o.c.error, failure_class=o.c.failure_class, retry_sending=False,
+        sent_at=None, received_at=None, changed_at=o.c.at))
+    db.session.execute(update(m).where(m.c.id == o.c.id, o.c.error.is_(None)).values(opened_at=o.c.at))
+    o.drop(connection)
 
 
 def _campaign(app: App, when: datetime, title: str, text: str, group: Group | None, platforms: tuple[str, ...],
