@@ -185,3 +185,15 @@ def test_a_queue_that_cannot_take_the_task_fails_the_load_and_frees_the_slot(app
         init_queue(app)
     assert "could not be queued" in page and 'data-status="failed"' in page and "Could not queue the load" in page
     assert _count(DemoLoad.id, DemoLoad.slot.is_not(None)) == 0
+
+
+def test_a_post_without_the_csrf_token_starts_nothing(app, client, login_as, real_queue):
+    login_as(Role.ADMIN)
+    app.config["WTF_CSRF_ENABLED"] = True
+    try:
+        response = client.post("/demo", follow_redirects=True)
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = False
+    assert response.status_code in (200, 400)
+    assert _count(DemoLoad.id) == 0 and real_queue.pending() == []
+    assert _count(AuditEvent.id, AuditEvent.action == "demo.load") == 0
