@@ -81,8 +81,26 @@ def create_user(email: str, role: str, password: str) -> None:
 
 @demo_cli.command("load")
 def load_demo() -> None:
-    """Load demo data (idempotent: a second run adds nothing)."""
-    click.echo(f"Demo data loaded: {demo.load(actor='cli')}.")
+    """Load demo data (idempotent: a second run adds nothing), with a line per loader as it runs."""
+    import time
+
+    started: dict[str, float] = {}
+
+    def progress(step: int, steps: int, name: str, phrase: str | None) -> None:
+        """Called before each loader and after it: a line per loader, begun when it starts."""
+        if name not in started:
+            started[name] = time.perf_counter()
+            click.echo(f"[{step}/{steps}] {name} … ", nl=False)
+            return
+        click.echo(f"{phrase or 'nothing new'} ({time.perf_counter() - started[name]:.1f} s)")
+
+    try:
+        report = demo.load(actor="cli", progress=progress)
+    except ServiceError as error:
+        if started:
+            click.echo("failed")
+        raise click.ClickException(error.message) from None
+    click.echo(f"Demo data loaded: {report}.")
 
 
 @push_cli.command("send-batch")

@@ -65,6 +65,16 @@ def sms_fallback() -> dict[str, int]:
 
 @huey.task()
 @in_app_context
+def load_demo_data(load_id: int) -> str:
+    """Run a demo load the dashboard started (its progress and outcome are in its `demo_loads` row)."""
+    from webadmin.services import demo
+
+    finished = demo.run(load_id)
+    return finished.status if finished is not None else "missing"
+
+
+@huey.task()
+@in_app_context
 def send_sms_fallbacks() -> str:
     """Send claimable SMS fallback rows until none is left or the SMS channel halts."""
     from webadmin.sms.fallback import send_pending

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 
+from webadmin.queue import huey, init_queue
+from webadmin.services import demo_audience
+
 pytestmark = pytest.mark.browser
+DEMO_SUBSCRIBERS = 300  # the full 20,000 take half a minute; the button, the queue and the progress are tested here
 
 
-def test_first_run_login_dashboard_logout(page, artifacts):
+@contextmanager
+def _worker() -> Iterator[None]:
+    """A queue consumer in this process, as `make run` has (one thread; no periodic tasks)."""
+    consumer = huey.create_consumer(workers=1, worker_type="thread", periodic=False)
+    consumer.start()
+    try:
+        yield
+    finally:
+        consumer.stop(graceful=True)
+
+
+def _real_queue(live_app, monkeypatch) -> None:
+    """The instance's SQLite queue instead of immediate mode: a click only queues the load until a worker runs."""
+    monkeypatch.setattr(demo_audience, "DEMO_SUBSCRIBERS", DEMO_SUBSCRIBERS)
+    live_app.config["QUEUE_IMMEDIATE"] = False
+    init_queue(live_app)
+
+
+def test_first_run_login_dashboard_logout(page, live_app, artifacts, monkeypatch):
+    _real_queue(live_app, monkeypatch)
     page.goto("/")
     assert page.url.endswith("/setup")
     page.fill("input[name=email]", "owner@example.com")
@@ -17,6 +44,24 @@ def test_first_run_login_dashboard_logout(page, artifacts):
     page.wait_for_url("**/")
     assert page.locator("h1").inner_text() == "Dashboard"
     assert page.locator("text=Load demo data").count() == 1
+    polls: list[float] = []
+    page.on("request", lambda r: r.headers.get("hx-target") == "demo-load" and polls.append(time.monotonic()))
+    page.click("text=Load demo data")
+    page.wait_for_selector("#demo-load[data-status=queued]")
+    assert "waiting for a queue worker" in page.inner_text("#demo-load")
+    assert page.locator("text=Load demo data").count() == 0  # one load at a time: no second button meanwhile
+    page.wait_for_function(f"() => {len(polls)} < window.performance.getEntriesByType('resource')"
+                           ".filter(e => e.name.endsWith('/demo/status')).length")  # it polls while queued
+    with _worker():
+        page.wait_for_selector("#demo-load[data-status=done]", timeout=60_000)
+    assert f"Demo data loaded: {DEMO_SUBSCRIBERS} subscribers with" in page.inner_text("#demo-load")
+    seen = len(polls)
+    page.wait_for_timeout(2500)  # more than two poll intervals
+    assert len(polls) == seen, "the fragment kept polling after the load was done"
+    assert page.get_attribute("#demo-load", "hx-trigger") is None
+    page.click("#demo-load >> text=Show the dashboard")
+    page.wait_for_selector("#dashboard-kpis")
+    assert page.locator("#dashboard-summary").is_visible() and page.locator("#demo-load-report").is_visible()
     page.click("text=Sign out")
     page.wait_for_url("**/login")
     page.fill("input[name=email]", "owner@example.com")
@@ -134,6 +179,40 @@ def test_first_run_to_sign_out_without_javascript(browser, live_server):
         page.wait_for_url("**/login")
         page.goto("/users/")  # signed out for real: the console asks to sign in again
         assert "/login?next=/users/" in page.url
+        assert failures == []
+    finally:
+        context.close()
+
+
+def test_demo_load_without_javascript_shows_its_state_on_refresh(browser, live_server, live_app, monkeypatch):
+    """No htmx: the button is a plain form, the dashboard shows the queued load, and its Refresh link the result."""
+    from tests.factories import PASSWORD, make_user
+    from webadmin.models.user import Role
+
+    _real_queue(live_app, monkeypatch)
+    admin = make_user(Role.ADMIN)
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    page = context.new_page()
+    failures = []
+    page.on("response", lambda r: r.status >= 400 and failures.append(f"{r.status} {r.url}"))
+    try:
+        page.goto("/login")
+        page.fill("input[name=email]", admin.email)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/")
+        page.click("text=Load demo data")
+        page.wait_for_url("**/")
+        assert page.locator("#demo-load").get_attribute("data-status") == "queued"
+        with _worker():
+            deadline = time.monotonic() + 60
+            while page.locator("#demo-load").get_attribute("data-status") != "done":
+                assert time.monotonic() < deadline, page.inner_text("#demo-load")
+                page.wait_for_timeout(500)
+                page.click("#demo-load-refresh")
+                page.wait_for_url("**/")
+        assert f"Demo data loaded: {DEMO_SUBSCRIBERS} subscribers with" in page.inner_text("#demo-load")
+        assert page.locator("#dashboard-kpis").count() == 1
         assert failures == []
     finally:
         context.close()

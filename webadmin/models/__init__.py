@@ -5,6 +5,7 @@ from webadmin.models.app import ApiKey, App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
 from webadmin.models.audit import AuditEvent
 from webadmin.models.campaign import AppSendState, Campaign, CampaignAppSend, CampaignStatus, Channel
+from webadmin.models.demo import DemoLoad
 from webadmin.models.message import Message, MessageRelatedObject, MessageState, Template
 from webadmin.models.offer import Offer
 from webadmin.models.setting import Setting
@@ -22,6 +23,7 @@ __all__ = [
     "CampaignRollup",
     "CampaignStatus",
     "Channel",
+    "DemoLoad",
     "Message",
     "MessageRelatedObject",
     "MessageState",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,36 +228,42 @@ def _bulk_write_cache() -> Iterator[None]:
         db.session.execute(text(f"PRAGMA cache_size = {int(previous)}"))
 
 
-def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_selection: str, tag: str | None) -> int:
-    """Create one WAITING message per target device with a single INSERT … SELECT; returns the count."""
+def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_selection: str, tag: str | None,
+                *, analyze: bool = True, values: Callable[[Any], dict[str, Any]] | None = None) -> int:
+    """Create one WAITING message per target device with a single INSERT … SELECT; returns the count.
+
+    Two knobs for the demo loader, which writes past campaigns that nobody sends: `values(audience)` gives column
+    expressions (over the audience subquery's device_id and recipient) that replace or add to the defaults, so the
+    rows are written once in their final state; analyze=False leaves PostgreSQL's statistics to the caller."""
     audience = audience_select(app_id, spec, device_selection).subquery()
     m = Message.__table__
-    now = literal(utcnow(), UTCDateTime)
     campaign_uuid = db.session.scalar(select(Campaign.uuid).where(Campaign.id == campaign_id))
-    rows = select(
-        _uuid_sql(campaign_uuid, audience.c.device_id),
-        literal(campaign_id),
-        audience.c.device_id,
-        audience.c.recipient,
-        literal(MessageState.WAITING.value),
-        literal(0),
-        literal(True),
-        now,
-        literal(tag, String),
-    )
+    exprs: dict[str, Any] = {
+        "uuid": _uuid_sql(campaign_uuid, audience.c.device_id),
+        "campaign_id": literal(campaign_id),
+        "device_id": audience.c.device_id,
+        "recipient": audience.c.recipient,
+        "state": literal(MessageState.WAITING.value),
+        "number_of_send_attempts": literal(0),
+        "retry_sending": literal(True),
+        "created_at": literal(utcnow(), UTCDateTime),
+        "tag": literal(tag, String),
+    }
+    if values is not None:
+        exprs.update(values(audience))
+    rows = select(*exprs.values())
     if db.engine.dialect.name == "sqlite" and spec.type in ("all", "platforms"):
         # In device order every index of `messages` but device_id is appended to, not written at random places, and
         # ix_devices_audience yields an app's devices in that order (no sort). Keys and groups are looked up from
         # their subscribers instead (an ORDER BY would make SQLite walk all the app's devices for them). PostgreSQL's
         # sequential scan of devices is already close to id order, and sorting a million rows costs it more.
         rows = rows.order_by(audience.c.device_id)
-    columns = ["uuid", "campaign_id", "device_id", "recipient", "state", "number_of_send_attempts",
-               "retry_sending", "created_at", "tag"]
+    columns = list(exprs)
     # SQLAlchemy reports an INSERT's rowcount only when asked to preserve it.
     statement = insert(m).from_select(columns, rows).execution_options(preserve_rowcount=True)
     with _bulk_write_cache():
         created = db.session.execute(statement).rowcount
-    if db.engine.dialect.name == "postgresql" and created:
+    if db.engine.dialect.name == "postgresql" and created and analyze:
         # Fresh statistics for the rows just added (ANALYZE counts our own uncommitted inserts): with the stale
         # ones (say, from when the table was small or all sent) the planner believes ix_messages_pending is nearly
         # empty and scans all of it for every batch the workers record, instead of looking the batch's ids up.
