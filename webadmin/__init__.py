@@ -35,7 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions to this app."""
-    from webadmin import driver_sql, models  # noqa: F401  (models: every table known to SQLAlchemy and Alembic)
+    from webadmin import cookie_session, driver_sql, models  # noqa: F401  (models: every table known to SQLAlchemy)
     from webadmin.database import configure_engine, engine_options
     from webadmin.extensions import bootstrap, csrf, db, htmx, login_manager, migrate
     from webadmin.queue import init_queue
@@ -44,6 +44,7 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     configure_engine(app)
     driver_sql.init_app(app)
+    cookie_session.init_app(app)
     migrate.init_app(app, db, directory=str(resource_folder("migrations")), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)
