@@ -220,8 +220,8 @@ _DEVICE_COLUMNS = tuple(
 
 # The registration runs plain SQL on the driver's connection (webadmin/driver_sql.py): no session, no statement
 # compilation or cache-key work, no ORM objects. A statement's text is made once per shape (which optional fields
-# were sent) and kept; the UPDATE → INSERT … ON CONFLICT DO NOTHING → UPDATE sequence is the one the Core version
-# ran, so the behaviour under concurrency is unchanged.
+# were sent) and kept. The concurrency guarantees are the INSERT … ON CONFLICT DO NOTHING and the UPDATE after it,
+# as before; the short refresh in front of them only ever updates a row that exists (see _upsert_device).
 _RETURNING = (
     " RETURNING token, platform, status, subscriber_id, locale, time_zone, app_version, invalid_reason, "
     "invalidated_at, registered_at, created_at"
