@@ -1,7 +1,7 @@
 """Measure PUT /api/v1/devices/{token} under gunicorn (2 workers, SQLite) against GET /api/v1/health.
 
 Run: .venv/bin/python bench/device_upsert.py [--duration 10] [--concurrency 16] [--max-requests 60000]
-     [--new-share 0.3] [--workers 2]
+     [--new-share 0.3] [--workers 2] [--keep-alive [--threads 2]]
 A fresh SQLite database and instance folder are made in a temp dir (`flask db upgrade`), an app and an API
 key are created, gunicorn is started on 127.0.0.1, and an asyncio load generator in this process drives it:
 first the no-database baseline (health), then the upserts: a share of new tokens, the rest re-registrations
@@ -12,6 +12,11 @@ The load generator writes raw HTTP/1.1 on asyncio streams, one connection per re
 workers close every connection anyway): it costs a fraction of a general client's CPU, which matters on a
 2-core machine where client and server share the cores. (aiohttp's pooled client, retrying on connections
 the server has closed, measured 5-10x lower here.)
+
+--keep-alive reuses connections instead (one per request in flight), as mobile HTTP stacks (OkHttp, URLSession)
+and a proxy with upstream keep-alive do; gunicorn's sync workers cannot keep a connection open, so the server then
+runs gthread workers (`-k gthread --threads N --keep-alive 5`). The default, a connection per request, is the
+conservative figure: a device registers once per app start, usually on a connection of its own.
 """
 
 from __future__ import annotations
@@ -115,19 +120,13 @@ def _prepare(tmp: Path) -> tuple[dict[str, str], str]:
     return env, out.stdout.strip().splitlines()[-1]
 
 
-def _start_gunicorn(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
-    """gunicorn with the default (sync) workers, as in production docs."""
-    cmd = [
-        str(VENV_BIN / "gunicorn"),
-        "-w",
-        str(workers),
-        "-b",
-        f"127.0.0.1:{port}",
-        "--log-level",
-        "warning",
-        "wsgi:app",
-    ]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env)
+def _start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int = 0) -> subprocess.Popen:
+    """gunicorn with the default (sync) workers, as in production docs; gthread workers when `threads` is set
+    (the worker class that keeps connections alive)."""
+    cmd = [str(VENV_BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    if threads:
+        cmd += ["-k", "gthread", "--threads", str(threads), "--keep-alive", "5"]
+    return subprocess.Popen([*cmd, "wsgi:app"], cwd=ROOT, env=env)
 
 
 def _process_cpu(pid: int) -> float:
@@ -168,6 +167,56 @@ class HttpClient:
         finally:
             writer.close()
         return int(response[9:12])
+
+
+class KeepAliveClient(HttpClient):
+    """HTTP/1.1 with persistent connections: an idle one is reused, a new one opened when none is free."""
+
+    def __init__(self, port: int, server_pid: int) -> None:
+        super().__init__(port, server_pid)
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+        self.retried = 0
+
+    async def send(self, method: str, path: str, body: bytes = b"", headers: str = "") -> int:
+        """Send one request on a kept-alive connection; like real clients, once more on a fresh connection when a
+        reused one turns out closed by the server (its keep-alive timeout); the requests sent are idempotent."""
+        if self.idle:
+            try:
+                return await self._send_on(self.idle.pop(), method, path, body, headers)
+            except OSError:
+                self.retried += 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.opened += 1
+        return await self._send_on((reader, writer), method, path, body, headers)
+
+    async def _send_on(
+        self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter], method: str, path: str, body: bytes,
+        headers: str,
+    ) -> int:
+        """One request and its response on this connection, which goes back to the idle ones unless closed."""
+        reader, writer = connection
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
+        try:
+            writer.write(head.encode() + body)
+            response_head = await reader.readuntil(b"\r\n\r\n")
+            length, close = 0, False
+            for line in response_head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            writer.close()
+            raise OSError("connection lost") from exc
+        if close:
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return int(response_head[9:12])
 
 
 async def _wait_ready(client: HttpClient, timeout: float = 30) -> None:
@@ -286,21 +335,27 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=60_000, help="cap per phase")
     parser.add_argument("--new-share", type=float, default=0.3, help="share of requests with a new token")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--keep-alive", action="store_true", help="reuse connections (gthread workers)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per gthread worker with --keep-alive")
     args = parser.parse_args()
+    threads = args.threads if args.keep_alive else 0
+    client_class = KeepAliveClient if args.keep_alive else HttpClient
 
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure below
     with tempfile.TemporaryDirectory(prefix="wa-bench-") as tmp_name:
         tmp = Path(tmp_name)
         env, secret = _prepare(tmp)
         port = _free_port()
-        server = _start_gunicorn(env, port, args.workers)
+        server = _start_gunicorn(env, port, args.workers, threads)
         try:
-            baseline, upserts, tokens = asyncio.run(_measure(HttpClient(port, server.pid), secret, args))
+            client = client_class(port, server.pid)
+            baseline, upserts, tokens = asyncio.run(_measure(client, secret, args))
         finally:
             server.terminate()
             server.wait(timeout=30)
+        kind = f"gthread, {threads} threads, keep-alive" if threads else "sync, a connection per request"
         print(
-            f"gunicorn -w {args.workers} (sync), SQLite WAL, {args.concurrency} connections, "
+            f"gunicorn -w {args.workers} ({kind}), SQLite WAL, {args.concurrency} requests in flight, "
             f"{args.duration:.0f} s per phase, {os.cpu_count()} CPUs shared with the load generator, "
             f"load average before the run {load_before:.1f}"
         )
@@ -310,6 +365,8 @@ def main() -> None:
             f"upsert/health throughput ratio: {upserts.rate / baseline.rate:.2f}; "
             f"median latency ratio: {statistics.median(upserts.latencies) / statistics.median(baseline.latencies):.2f}"
         )
+        if threads:
+            print(f"connections opened: {client.opened}, requests retried on a closed kept-alive one: {client.retried}")
         print(_check_rows(tmp / "bench.sqlite3", tokens))
 
 

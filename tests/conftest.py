@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from tests.environment import need, postgres_url
 from tests.factories import PASSWORD, make_user
-from webadmin import create_app
+from webadmin import create_app, driver_sql
 from webadmin.extensions import db
 from webadmin.models.user import Role, User
 
@@ -125,6 +125,7 @@ def app(database_url: str, tmp_path, monkeypatch) -> Iterator[Flask]:
         if db.engine.dialect.name == "sqlite":
             db.create_all()
         yield application
+        driver_sql.release()  # services called outside a request keep it until the context ends
         db.session.remove()
         if db.engine.dialect.name == "postgresql":
             _truncate_all()

@@ -35,13 +35,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions to this app."""
-    from webadmin import models  # noqa: F401  (every table known to SQLAlchemy and Alembic)
-    from webadmin.database import configure_engine
+    from webadmin import cookie_session, driver_sql, models  # noqa: F401  (models: every table known to SQLAlchemy)
+    from webadmin.database import configure_engine, engine_options
     from webadmin.extensions import bootstrap, csrf, db, htmx, login_manager, migrate
     from webadmin.queue import init_queue
 
+    engine_options(app)
     db.init_app(app)
     configure_engine(app)
+    driver_sql.init_app(app)
+    cookie_session.init_app(app)
     migrate.init_app(app, db, directory=str(resource_folder("migrations")), render_as_batch=True)
     csrf.init_app(app)
     htmx.init_app(app)

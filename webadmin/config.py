@@ -132,7 +132,6 @@ def load_config() -> dict[str, Any]:
         "REMEMBER_COOKIE_SECURE": secure,
         "BOOTSTRAP_SERVE_LOCAL": True,
         "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
         "CREDENTIALS_KEYS": os.environ.get("WEBADMIN_CREDENTIALS_KEYS") or None,
         "DEFAULT_TIME_ZONE": _time_zone("WEBADMIN_DEFAULT_TIME_ZONE", "UTC"),

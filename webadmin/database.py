@@ -21,6 +21,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def engine_options(app: Flask) -> None:
+    """SQLALCHEMY_ENGINE_OPTIONS for the configured database, set before the engine is made.
+
+    pool_pre_ping (a `SELECT 1` at every connection checkout, i.e. every request) finds connections a database
+    server dropped; a SQLite file has no server to drop them, and the ping was ~100 µs of a ~900 µs device
+    registration (docs/benchmarks.md), so SQLite goes without it.
+    """
+    options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    if not str(app.config.get("SQLALCHEMY_DATABASE_URI", "")).startswith("sqlite"):
+        options.setdefault("pool_pre_ping", True)
+
+
 def configure_engine(app: Flask) -> None:
     """Install per-dialect connection settings on the app's engine."""
     with app.app_context():

@@ -8,7 +8,7 @@ from sqlalchemy import func, insert, select
 from tests.api.factories import make_app, make_group, make_subscriber
 from tests.factories import make_user
 from webadmin.extensions import db
-from webadmin.models.audience import GroupMember, Subscriber
+from webadmin.models.audience import Device, GroupMember, Subscriber
 from webadmin.models.audit import AuditEvent
 from webadmin.models.types import utcnow
 from webadmin.models.user import Role
@@ -94,3 +94,18 @@ def test_register_device_service(app):
     assert not created and device["subscriberKey"] == "a@example.com"
     assert audience.unsubscribe_device(push_app, "tok")["status"] == "unsubscribed"
     assert audience.unsubscribe_device(push_app, "other") is None
+
+
+def test_register_device_inside_an_open_session_transaction(app):
+    """A caller with unflushed/uncommitted work (the Simulator registers from a console request) gets one
+    transaction: its pending subscriber is visible to the registration and both are committed together."""
+    push_app = make_app()
+    db.session.add(Subscriber(subscriber_key="pending@example.com"))
+    db.session.flush()  # written in the session's transaction, not committed
+    reg = audience.DeviceRegistration(platform="ios", subscriber_key="pending@example.com")
+    device, created = audience.register_device(push_app, "tok", reg)
+    assert created and device["subscriberKey"] == "pending@example.com"
+    db.session.rollback()  # nothing left to roll back: the registration committed the caller's work too
+    subscriber = db.session.scalars(select(Subscriber).where(Subscriber.subscriber_key == "pending@example.com")).one()
+    assert db.session.scalars(select(Device.subscriber_id).where(Device.token == "tok")).one() == subscriber.id
+    assert db.session.scalar(select(func.count()).select_from(Subscriber)) == 1

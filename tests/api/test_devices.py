@@ -270,3 +270,43 @@ def test_concurrent_first_registrations_of_many_tokens(app, api_client):
         thread.join(timeout=120)
     assert failures == []
     assert _count(Device) == 10 and _count(Subscriber) == 3
+
+
+def test_reregistration_refreshes_what_was_sent_and_keeps_the_rest(api_client):
+    """The common call (same token, same subscriber, still active) is the short statement: it must still store
+    every field sent, move the registration time and keep created_at and the rest."""
+    body = {"platform": "ios", "subscriberKey": "a@example.com", "locale": "pl-PL", "timeZone": "UTC"}
+    first = api_client.put(URL.format("tok-1"), json={**body, "appVersion": "1.0"}).get_json()
+    again = api_client.put(URL.format("tok-1"), json={**body, "timeZone": "Europe/Warsaw", "appVersion": "1.1"})
+    assert again.status_code == 200
+    device = again.get_json()
+    assert (device["timeZone"], device["appVersion"], device["locale"]) == ("Europe/Warsaw", "1.1", "pl-PL")
+    assert device["subscriberKey"] == "a@example.com" and device["createdAt"] == first["createdAt"]
+    assert device["registeredAt"] > first["registeredAt"]
+    row = _device("tok-1")
+    assert (row.time_zone, row.app_version, row.locale, row.status) == ("Europe/Warsaw", "1.1", "pl-PL", "active")
+    assert _count(Device) == 1 and _count(Subscriber) == 1
+
+
+def test_an_active_device_with_a_leftover_invalid_reason_is_cleared(api_client, api_app):
+    """Only a clean active device takes the short statement; anything else is written in full."""
+    make_device(api_app, "tok-1", status="active", invalid_reason="Unregistered", invalidated_at=utcnow())
+    assert api_client.put(URL.format("tok-1"), json={"platform": "android"}).status_code == 200
+    row = _device("tok-1")
+    assert (row.status, row.invalid_reason, row.invalidated_at) == ("active", None, None)
+
+
+def test_stored_times_read_and_compare_like_orm_written_ones(api_client, api_app):
+    """The registration writes timestamps itself: the ORM must read them back as the same aware UTC instants,
+    and SQL comparisons against ORM-bound times (SQLite compares the stored text) must hold."""
+    before = utcnow()
+    device = api_client.put(URL.format("tok-1"), json={"platform": "ios"}).get_json()
+    after = utcnow()
+    row = _device("tok-1")
+    assert row.registered_at.isoformat() == device["registeredAt"] and row.created_at.isoformat() == device["createdAt"]
+    assert before <= row.registered_at <= after and row.registered_at.utcoffset() == timedelta(0)
+    between = select(Device.token).where(Device.registered_at >= before, Device.registered_at <= after)
+    assert db.session.scalars(between).all() == ["tok-1"]
+    older = make_device(api_app, "tok-0", registered_at=before - timedelta(microseconds=1))
+    order = select(Device.token).order_by(Device.registered_at)
+    assert db.session.scalars(order).all() == [older.token, "tok-1"]

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, exists, literal, select, update
+from sqlalchemy import Table, delete, exists, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql.dml import Insert, Update
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.dml import Insert
 
+from webadmin import driver_sql
 from webadmin.extensions import db
 from webadmin.models.app import PLATFORMS, App
 from webadmin.models.audience import Device, Group, GroupMember, Subscriber
@@ -200,10 +199,8 @@ def _dialect_insert(model: type[db.Model] | Table) -> Insert:
     return sqlite.insert(model)
 
 
-# The registration hot path runs prebuilt Core statements (one per dialect and shape) on the session's
-# connection: no statement building, no ORM flush or identity map work per request.
+# unsubscribe_device answers the device as it is now.
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
-_SUBSCRIBERS: Table = Subscriber.__table__  # type: ignore[assignment]
 _DEVICE_COLUMNS = tuple(
     _DEVICES.c[name]
     for name in (
@@ -220,82 +217,91 @@ _DEVICE_COLUMNS = tuple(
         "created_at",
     )
 )
-_FIND_SUBSCRIBER = select(_SUBSCRIBERS.c.id).where(_SUBSCRIBERS.c.subscriber_key == bindparam("key"))
 
-
-def _param(column: str) -> BindParameter[Any]:
-    """A bind parameter for a devices column, typed like it (v_ prefix: SET names are reserved)."""
-    return bindparam(f"v_{column}", type_=_DEVICES.c[column].type)
-
-
-@functools.cache
-def _insert_subscriber_stmt(dialect: str) -> Insert:
-    """INSERT a bare subscriber unless the key exists, RETURNING its id."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (
-        insert(_SUBSCRIBERS)
-        .values(
-            subscriber_key=bindparam("key"),
-            attributes=bindparam("attributes", type_=_SUBSCRIBERS.c.attributes.type),
-            opted_out=False,
-            created_at=bindparam("now", type_=_SUBSCRIBERS.c.created_at.type),
-            updated_at=bindparam("now", type_=_SUBSCRIBERS.c.created_at.type),
-        )
-        .on_conflict_do_nothing(index_elements=["subscriber_key"])
-        .returning(_SUBSCRIBERS.c.id)
-    )
-
-
-# `subscriber_key` in a registration's values sets subscriber_id to the id of that key inside the same
-# statement (NULL while the key is unknown), which saves a lookup on every re-registration.
-_SUBSCRIBER_OF_KEY = (
-    select(_SUBSCRIBERS.c.id).where(_SUBSCRIBERS.c.subscriber_key == bindparam("v_subscriber_key")).scalar_subquery()
+# The registration runs plain SQL on the driver's connection (webadmin/driver_sql.py): no session, no statement
+# compilation or cache-key work, no ORM objects. A statement's text is made once per shape (which optional fields
+# were sent) and kept. The concurrency guarantees are the INSERT … ON CONFLICT DO NOTHING and the UPDATE after it,
+# as before; the short refresh in front of them only ever updates a row that exists (see _upsert_device).
+_RETURNING = (
+    " RETURNING token, platform, status, subscriber_id, locale, time_zone, app_version, invalid_reason, "
+    "invalidated_at, registered_at, created_at"
 )
+# A key resolves to its subscriber inside the statement (NULL while the key is unknown): a re-registration with
+# its key is one statement.
+_SUBSCRIBER_OF_KEY = "(SELECT id FROM subscribers WHERE subscriber_key = :v_subscriber_key)"
+_REACTIVATE = "status = 'active', invalid_reason = NULL, invalidated_at = NULL, registered_at = :v_registered_at"
+_INSERT_SUBSCRIBER = (
+    "INSERT INTO subscribers (subscriber_key, attributes, opted_out, created_at, updated_at) "
+    "VALUES (:key, '{}', :opted_out, :now, :now) ON CONFLICT (subscriber_key) DO NOTHING RETURNING id"
+)
+_FIND_SUBSCRIBER = "SELECT id FROM subscribers WHERE subscriber_key = :key"
+_KEY_OF_SUBSCRIBER = "SELECT subscriber_key FROM subscribers WHERE id = :id"
 
 
-def _set_clause(columns: tuple[str, ...]) -> dict[str, Any]:
-    """Column → bind parameter (or the subscriber-of-key subquery)."""
-    return {
-        ("subscriber_id" if name == "subscriber_key" else name): (
-            _SUBSCRIBER_OF_KEY if name == "subscriber_key" else _param(name)
-        )
-        for name in columns
-    }
+def _value_sql(column: str) -> str:
+    """The SQL expression a sent field's column gets."""
+    return _SUBSCRIBER_OF_KEY if column == "subscriber_key" else f":v_{column}"
+
+
+def _column_name(column: str) -> str:
+    """The devices column a field sets (a subscriber key sets subscriber_id)."""
+    return "subscriber_id" if column == "subscriber_key" else column
 
 
 @functools.cache
-def _update_device_stmt(columns: tuple[str, ...], with_platform: bool) -> Update:
-    """UPDATE one device of an app (optionally only if its platform matches) SET the given columns."""
-    match = (_DEVICES.c.app_id == bindparam("m_app_id")) & (_DEVICES.c.token == bindparam("m_token"))
-    if with_platform:
-        match &= _DEVICES.c.platform == bindparam("m_platform")
-    return update(_DEVICES).where(match).values(_set_clause(columns)).returning(*_DEVICE_COLUMNS)
+def _refresh_device_sql(columns: tuple[str, ...], with_platform: bool) -> str:
+    """UPDATE an active device that stays as it is (same subscriber, same platform): only unindexed columns.
+
+    The usual registration is an app start re-sending what it sent before. Setting status or subscriber_id, even to
+    the values they have, makes SQLite rewrite the entries of every index holding them (three of the four indexes on
+    devices): in a micro-benchmark such an UPDATE cost 2-4x this one, which leaves the indexes alone. Whatever else a
+    registration changes (a reactivation, another subscriber, a new subscriber key) misses here and goes on to the
+    full statements below.
+    """
+    sets = "".join(f", {c} = :v_{c}" for c in columns if c not in ("subscriber_key", "subscriber_id"))
+    match = "app_id = :m_app_id AND token = :m_token" + (" AND platform = :m_platform" if with_platform else "")
+    match += " AND status = 'active' AND invalid_reason IS NULL AND invalidated_at IS NULL"
+    if "subscriber_key" in columns:
+        match += f" AND subscriber_id = {_SUBSCRIBER_OF_KEY}"  # an unknown key (NULL) never matches
+    elif "subscriber_id" in columns:  # sent as null: the device belongs to no one
+        match += " AND subscriber_id IS NULL"
+    return f"UPDATE devices SET registered_at = :v_registered_at{sets} WHERE {match}{_RETURNING}"
 
 
 @functools.cache
-def _insert_device_stmt(dialect: str, columns: tuple[str, ...]) -> Insert:
-    """INSERT a device unless the app already has the token, RETURNING it."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    names = ("app_id", "token", "platform", "created_at", *columns)
+def _update_device_sql(columns: tuple[str, ...], with_platform: bool) -> str:
+    """UPDATE one device of an app (optionally only if its platform matches): reactivate it, set the sent fields."""
+    sets = "".join(f", {_column_name(c)} = {_value_sql(c)}" for c in columns)
+    match = "app_id = :m_app_id AND token = :m_token" + (" AND platform = :m_platform" if with_platform else "")
+    return f"UPDATE devices SET {_REACTIVATE}{sets} WHERE {match}{_RETURNING}"
+
+
+@functools.cache
+def _insert_device_sql(columns: tuple[str, ...]) -> str:
+    """INSERT an active device unless the app already has the token."""
+    names = "".join(f", {_column_name(c)}" for c in columns)
+    values = "".join(f", {_value_sql(c)}" for c in columns)
     return (
-        insert(_DEVICES)
-        .values(_set_clause(names))
-        .on_conflict_do_nothing(index_elements=["app_id", "token"])
-        .returning(*_DEVICE_COLUMNS)
+        "INSERT INTO devices (app_id, token, platform, status, registered_at, created_at"
+        f"{names}) VALUES (:m_app_id, :m_token, :m_platform, 'active', :v_registered_at, :v_registered_at"
+        f"{values}) ON CONFLICT (app_id, token) DO NOTHING{_RETURNING}"
     )
 
 
-def _create_subscriber(conn: Connection, key: str, now: datetime) -> int:
+_ATTACH_SUBSCRIBER = _update_device_sql(("subscriber_id",), False)
+
+
+def _create_subscriber(tx: driver_sql.Transaction, key: str, now: Any) -> int:
     """Create the subscriber of a key seen for the first time; its id (also when a concurrent call made it)."""
-    params = {"key": key, "attributes": {}, "now": now}
-    created = conn.execute(_insert_subscriber_stmt(conn.dialect.name), params).scalar()
+    params = {"key": key, "now": now, "opted_out": False}
+    created = tx.execute(_INSERT_SUBSCRIBER, params).fetchone()
     if created is not None:
-        return created
-    return conn.execute(_FIND_SUBSCRIBER, {"key": key}).scalar_one()  # lost a race
+        return created[0]
+    return tx.execute(_FIND_SUBSCRIBER, {"key": key}).fetchone()[0]  # lost a race
 
 
 def _device_dict(row: Any, subscriber_key: str | None) -> dict[str, Any]:
-    """A device as the API shows it."""
+    """A device as the API shows it (from a Core row)."""
     return {
         "token": row.token,
         "platform": row.platform,
@@ -311,9 +317,27 @@ def _device_dict(row: Any, subscriber_key: str | None) -> dict[str, Any]:
     }
 
 
-def _registration_values(reg: DeviceRegistration, key: str | None | Unset, now: datetime) -> dict[str, Any]:
-    """Columns a (re-)registration sets: reactivation always, the rest only when sent."""
-    values: dict[str, Any] = {"status": "active", "invalid_reason": None, "invalidated_at": None, "registered_at": now}
+def _registered_dict(row: tuple[Any, ...], subscriber_key: str | None, now: datetime) -> dict[str, Any]:
+    """A device row RETURNed by a registration as the API shows it (registered now, so never invalid)."""
+    token, platform, status, _subscriber_id, locale, time_zone, app_version, _reason, _invalidated, _at, created = row
+    return {
+        "token": token,
+        "platform": platform,
+        "status": status,
+        "subscriberKey": subscriber_key,
+        "locale": locale,
+        "timeZone": time_zone,
+        "appVersion": app_version,
+        "invalidReason": None,
+        "invalidatedAt": None,
+        "registeredAt": now.isoformat(),
+        "createdAt": driver_sql.time_value(created).isoformat(),
+    }
+
+
+def _registration_params(reg: DeviceRegistration, key: str | None | Unset, now: Any) -> dict[str, Any]:
+    """Parameters of a (re-)registration: its time, and the optional fields that were sent."""
+    params: dict[str, Any] = {"v_registered_at": now}
     optional = {
         # A key resolves to its subscriber in the statement; None detaches the device.
         "subscriber_key" if isinstance(key, str) else "subscriber_id": key,
@@ -321,71 +345,78 @@ def _registration_values(reg: DeviceRegistration, key: str | None | Unset, now: 
         "time_zone": reg.time_zone,
         "app_version": reg.app_version,
     }
-    values.update({name: value for name, value in optional.items() if value is not UNSET})
-    return values
+    params.update({f"v_{name}": value for name, value in optional.items() if value is not UNSET})
+    return params
 
 
-def _upsert_device(conn: Connection, app: App, token: str, reg: DeviceRegistration, values: dict[str, Any]) -> Any:
-    """Update, else insert, else (lost a race) update again: (row, created); (None, False) when refused.
+def _upsert_device(
+    tx: driver_sql.Transaction, app: App, token: str, reg: DeviceRegistration, params: dict[str, Any]
+) -> Any:
+    """Refresh, else insert, else update: (row, created); (None, False) when refused.
 
-    Updating first keeps a re-registration to one statement and does not burn a sequence value per call
-    as a bare INSERT … ON CONFLICT DO UPDATE would on PostgreSQL; ON CONFLICT DO NOTHING makes concurrent
-    first registrations of one token leave a single row.
+    A re-registration that changes nothing but its time and app details is the one cheap statement of
+    _refresh_device_sql. Otherwise ON CONFLICT DO NOTHING makes concurrent first registrations of one token leave
+    a single row, and the UPDATE after it (which sees the row a concurrent call committed) reactivates the device,
+    moves it to its new subscriber, or matches nothing when the token is stored with another platform. Only those
+    rarer calls try the INSERT on an existing token (on PostgreSQL each such try uses up a sequence value).
     """
-    columns = tuple(values)
-    params = {f"v_{name}": value for name, value in values.items()}
+    columns = tuple(name[2:] for name in params if name != "v_registered_at")
+    with_platform = reg.platform is not None
     params.update(m_app_id=app.id, m_token=token, m_platform=reg.platform)
-    update_stmt = _update_device_stmt(columns, reg.platform is not None)
-    row = conn.execute(update_stmt, params).first()
-    if row is not None or reg.platform is None:
+    row = tx.execute(_refresh_device_sql(columns, with_platform), params).fetchone()
+    if row is not None:
         return row, False
-    params.update(v_app_id=app.id, v_token=token, v_platform=reg.platform, v_created_at=values["registered_at"])
-    row = conn.execute(_insert_device_stmt(conn.dialect.name, columns), params).first()
+    update_sql = _update_device_sql(columns, with_platform)
+    if not with_platform:  # a new token needs its platform: only an existing device can be updated
+        return tx.execute(update_sql, params).fetchone(), False
+    row = tx.execute(_insert_device_sql(columns), params).fetchone()
     if row is not None:
         return row, True
-    return conn.execute(update_stmt, params).first(), False
+    return tx.execute(update_sql, params).fetchone(), False
 
 
-def _registration_refused(app: App, token: str, reg: DeviceRegistration) -> ServiceError:
+def _registration_refused(tx: driver_sql.Transaction, app: App, token: str, reg: DeviceRegistration) -> ServiceError:
     """Why no row was written: a new token without platform, or a token stored with another platform."""
-    db.session.rollback()
+    tx.rollback()
     if reg.platform is None:
         return ServiceError("platform is required to register a new device.", field="platform")
     stored = db.session.scalar(select(Device.platform).where(Device.app_id == app.id, Device.token == token))
     return ServiceError(f"This token is registered for {stored}.", field="platform", code="conflict")
 
 
-def _attach_new_subscriber(conn: Connection, app: App, token: str, key: str, now: datetime) -> Any:
+def _attach_new_subscriber(tx: driver_sql.Transaction, app: App, token: str, key: str, now: Any) -> Any:
     """The key was unknown (subscriber_id came out NULL): create its subscriber and attach the device."""
-    params = {"v_subscriber_id": _create_subscriber(conn, key, now), "m_app_id": app.id, "m_token": token}
-    return conn.execute(_update_device_stmt(("subscriber_id",), False), params).first()
+    params = {"v_registered_at": now, "v_subscriber_id": _create_subscriber(tx, key, now), "m_app_id": app.id,
+              "m_token": token}
+    return tx.execute(_ATTACH_SUBSCRIBER, params).fetchone()
 
 
-def _register_once(app: App, token: str, reg: DeviceRegistration) -> tuple[dict[str, Any], bool]:
+def _register_once(tx: driver_sql.Transaction, app: App, token: str, reg: DeviceRegistration) -> Any:
     """One attempt at a registration: usually a single device statement (plus the commit)."""
     now = utcnow()
-    conn = db.session.connection()
+    stored_now = tx.time_param(now)
     key = normalize_key(reg.subscriber_key) if isinstance(reg.subscriber_key, str) else reg.subscriber_key
-    row, created = _upsert_device(conn, app, token, reg, _registration_values(reg, key, now))
+    row, created = _upsert_device(tx, app, token, reg, _registration_params(reg, key, stored_now))
     if row is None:
-        raise _registration_refused(app, token, reg)
-    if isinstance(key, str) and row.subscriber_id is None:
-        row = _attach_new_subscriber(conn, app, token, key, now)
-    elif key is UNSET and row.subscriber_id is not None:
-        key = conn.execute(select(_SUBSCRIBERS.c.subscriber_key).where(_SUBSCRIBERS.c.id == row.subscriber_id)).scalar()
-    db.session.commit()
-    return _device_dict(row, None if key is UNSET else key), created
+        raise _registration_refused(tx, app, token, reg)
+    if isinstance(key, str) and row[3] is None:
+        row = _attach_new_subscriber(tx, app, token, key, stored_now)
+    elif key is UNSET and row[3] is not None:
+        key = tx.execute(_KEY_OF_SUBSCRIBER, {"id": row[3]}).fetchone()[0]
+    tx.commit()
+    return _registered_dict(row, None if key is UNSET else key, now), created
 
 
 def register_device(app: App, token: str, reg: DeviceRegistration) -> tuple[dict[str, Any], bool]:
     """Register or refresh a device token (idempotent); returns (device as dict, whether it was created)."""
     _check_registration(app, token, reg)
+    tx = driver_sql.Transaction()
     try:
-        return _register_once(app, token, reg)
-    except IntegrityError:
+        return _register_once(tx, app, token, reg)
+    except driver_sql.integrity_error():
         # A subscriber created here was deleted (console) before the device pointed at it: run it again.
-        db.session.rollback()
-        return _register_once(app, token, reg)
+        tx.rollback()
+        return _register_once(driver_sql.Transaction(), app, token, reg)
 
 
 def unsubscribe_device(app: App, token: str) -> dict[str, Any] | None:
