@@ -4,6 +4,7 @@ message form; exactly one form per event; the hand-written validation agrees wit
 from __future__ import annotations
 
 import json
+import threading
 
 import jsonschema_rs
 import pytest
@@ -172,3 +173,30 @@ def _bodies():
 @pytest.mark.parametrize("body", list(_bodies()), ids=lambda body: json.dumps(body)[:60])
 def test_validation_agrees_with_the_published_schema(body):
     assert _parsed(body) == _document_verdict(body)
+
+
+def test_concurrent_reports_of_the_same_events_count_once(app, api_app, api_key, api_client):
+    app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    campaign = _campaign(api_app, api_client, {"tok-a": "android", "tok-b": "ios", "tok-c": "android"})
+    a, b = _message(campaign, "tok-a"), _message(campaign, "tok-b")
+    batch = {"events": [{"message": a.uuid, "type": "opened"}, {"message": b.uuid, "type": "received"},
+                        {"campaign": campaign.uuid, "device": "tok-c", "type": "opened"},
+                        {"message": b.uuid, "type": "opened"}]}
+    barrier, answers = threading.Barrier(6), []
+
+    def report():
+        client = client_with_key(app, api_key[1])
+        barrier.wait(timeout=10)
+        with app.app_context():
+            answers.append(client.post("/api/v1/events", json=batch))
+
+    threads = [threading.Thread(target=report) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert sum(answer.json["counted"] for answer in answers) == 4
+    assert sum(answer.json["duplicates"] for answer in answers) == 4 * 5
+    assert _rollup_opens(campaign) == (3, 3, 3)
+    assert db.session.get(CampaignRollup, campaign.id).received == 1
