@@ -162,17 +162,25 @@ SELECT (SELECT count(*) FROM counted), (SELECT count(*) FROM hit),
 
 
 def _record_postgresql(raw: Any, events: list[DeviceEvent], app_id: int | None, report: EventReport) -> None:
-    """The batch as one statement (see _RECORD_PG)."""
-    counted, resolved, unknown = raw.execute(_RECORD_PG, {
-        "ord": list(range(len(events))),
-        "uuid": [e.message_uuid for e in events],
-        "campaign": [e.campaign_uuid for e in events],
-        "token": [e.device_token for e in events],
-        "kind": [e.type for e in events],
-        "at": [e.at for e in events],
-        "app": app_id,
-        "now": utcnow(),
-    }).fetchone()
+    """The batch as one statement (see _RECORD_PG).
+
+    Planning it costs more than running it (EXPLAIN ANALYZE: 5.8 ms planning, 1.5 ms execution) and a prepared
+    statement may still get custom plans, planned per execution: a generic plan is forced for this transaction
+    only (measured: 1.7–6.0 ms instead of 3.5–9.3 ms per batch + commit), sent in the same round trip (pipeline).
+    """
+    with raw.pipeline():
+        raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor = raw.execute(_RECORD_PG, {
+            "ord": list(range(len(events))),
+            "uuid": [e.message_uuid for e in events],
+            "campaign": [e.campaign_uuid for e in events],
+            "token": [e.device_token for e in events],
+            "kind": [e.type for e in events],
+            "at": [e.at for e in events],
+            "app": app_id,
+            "now": utcnow(),
+        })
+    counted, resolved, unknown = cursor.fetchone()
     report.counted, report.duplicates = counted, resolved - counted
     for index in unknown:
         _unknown(events[index], report)
