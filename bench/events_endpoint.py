@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/events_endpoint.py [--duration 10] [--concurrency 16] [--messages 100000]
      [--workers 2] [--batch 1] [--postgres] [--quick]
 A fresh database (a temporary SQLite file, or with --postgres the local server's own database
-`webadmin_bench_engine`, created and dropped) is migrated with `flask db upgrade`; an audience and one sent campaign
+`webadmin_bench_events`, created and dropped) is migrated with `flask db upgrade`; an audience and one sent campaign
 of --messages messages are built set-based (bench/engine_materialize.py), an API key is made, and gunicorn serves
 the app on 127.0.0.1. The load generator of bench/device_upsert.py (raw HTTP/1.1 on asyncio streams, one
 connection per request, as gunicorn's sync workers close them anyway) first measures the no-database baseline
@@ -52,6 +52,9 @@ from webadmin.services import rollups  # noqa: E402
 VENV_BIN = ROOT / ".venv" / "bin"
 REPEAT_SHARE, UNKNOWN_SHARE, OPENED_SHARE = 0.2, 0.01, 0.6
 TARGET_RATE, TARGET_RATIO, TARGET_P99_MS = 2000.0, 0.6, 50.0
+# Its own database: engine_throughput.py (and helpers' benchmarks run meanwhile) use webadmin_bench_engine, and
+# bench_database drops the database WITH (FORCE) before and after.
+BENCH_DATABASE = "webadmin_bench_events"
 
 
 def _prepare(url: str, folder: Path, messages: int) -> tuple[dict[str, str], str, list[str], int]:
@@ -154,7 +157,7 @@ def _check(url: str, folder: Path, campaign_id: int, mix: EventMix) -> str:
 def run(kind: str, args: argparse.Namespace) -> None:
     """Build, serve, load, check, print."""
     load_before = os.getloadavg()[0]
-    with bench_database(kind) as (url, folder):
+    with bench_database(kind, POSTGRES_SERVER, BENCH_DATABASE) as (url, folder):
         env, secret, uuids, campaign_id = _prepare(url, folder, args.messages)
         mix = EventMix(uuids, args.batch)
         port = _free_port()

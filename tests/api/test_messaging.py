@@ -258,7 +258,7 @@ def test_events_count_an_open_once(app, api_app, api_client):
                         {"message": uuids[1], "type": "received"}, {"message": unknown, "type": "opened"}]}
     answer = api_client.post("/api/v1/events", json=batch)
     assert answer.status_code == 200
-    assert answer.json == {"counted": 2, "duplicates": 1, "unknownMessages": [unknown]}
+    assert answer.json == {"counted": 2, "duplicates": 1, "unknownMessages": [unknown], "unknownCampaignDevices": []}
     api_client.post("/api/v1/events", json=batch)
     db.session.expire_all()
     assert db.session.scalar(select(Campaign)).opened == 1
