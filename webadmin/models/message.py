@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from webadmin.extensions import db
@@ -26,6 +26,11 @@ class MessageState(enum.StrEnum):
 PENDING_STATES = (MessageState.WAITING.value, MessageState.ERROR_RETRY.value)
 _PENDING_SQL = text("state IN ('WAITING', 'ERROR_RETRY')")
 _OPENED_SQL = text("opened_at IS NOT NULL")
+
+# Message ids are 64-bit on PostgreSQL: at 1M-message campaigns a 32-bit key runs out after ~2,147 of them. SQLite
+# keeps INTEGER, its 64-bit rowid alias (a BIGINT key there would be a separate column without autoincrement).
+MESSAGE_ID = BigInteger().with_variant(Integer, "sqlite")
+MAX_MESSAGE_ID = 2**63 - 1
 
 
 class Message(db.Model):
@@ -51,7 +56,7 @@ class Message(db.Model):
         ),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(MESSAGE_ID, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)  # from campaign and device: audience.message_uuid
     campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"), index=True)
@@ -86,7 +91,7 @@ class MessageRelatedObject(db.Model):
     __tablename__ = "message_related_objects"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int] = mapped_column(MESSAGE_ID, ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     content_type: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
