@@ -30,7 +30,7 @@ from webadmin.extensions import db
 from webadmin.models.app import PLATFORMS
 from webadmin.models.audience import Device, GroupMember, Subscriber
 from webadmin.models.campaign import Campaign
-from webadmin.models.message import Message, MessageState
+from webadmin.models.message import DEVICE_LOCK, Message, MessageState
 from webadmin.models.types import UTCDateTime, utcnow
 from webadmin.services import ServiceError
 
@@ -253,6 +253,11 @@ def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_select
         rows = rows.order_by(audience.c.device_id)
     columns = ["uuid", "campaign_id", "device_id", "recipient", "state", "number_of_send_attempts",
                "retry_sending", "created_at", "tag"]
+    if db.engine.dialect.name == "postgresql":
+        # Until commit, a device of this app being deleted waits for these messages, then nulls their device_id
+        # (messages.device_id has a trigger on devices instead of a foreign key: models.message.DEVICE_DELETED_DDL).
+        # Taken before the INSERT, whose snapshot then no longer sees a device deleted by whoever had it before.
+        db.session.execute(select(func.pg_advisory_xact_lock_shared(DEVICE_LOCK, app_id)))
     # SQLAlchemy reports an INSERT's rowcount only when asked to preserve it.
     statement = insert(m).from_select(columns, rows).execution_options(preserve_rowcount=True)
     with _bulk_write_cache():
