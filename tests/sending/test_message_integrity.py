@@ -16,7 +16,7 @@ from webadmin.models.audience import Device
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message, MessageRelatedObject
 from webadmin.sending.audience import AudienceSpec, materialize
-from webadmin.services import campaigns
+from webadmin.services import ServiceError, campaigns
 from webadmin.services.campaigns import CampaignDraft
 
 
@@ -119,3 +119,59 @@ def test_materialising_waits_for_a_device_deletion_in_progress_and_skips_the_dev
         thread.join(10)
     assert result == [1]
     assert _device_ids(campaign.id) == [stays.id]
+
+
+def _delete_campaign_elsewhere(campaign_id: int, done: list[float]) -> threading.Thread:
+    engine = db.engine
+
+    def run() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign_id})
+        done.append(time.monotonic())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_a_campaign_deleted_while_it_is_materialised_waits_then_takes_the_new_messages_along(push_app):
+    _postgresql_only()
+    make_device(push_app, make_subscriber())
+    campaign = campaigns.create_campaign(CampaignDraft(app_id=push_app.id, text="Hi"), actor="test")
+    db.session.commit()
+    assert materialize(campaign.id, push_app.id, AudienceSpec(), "all", None) == 1  # not committed yet
+    done: list[float] = []
+    deleting = _delete_campaign_elsewhere(campaign.id, done)
+    time.sleep(0.5)
+    assert done == []  # waits for the materialising transaction
+    db.session.commit()
+    deleting.join(10)
+    assert done
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+def test_materialising_a_campaign_being_deleted_waits_and_refuses(app, push_app):
+    _postgresql_only()
+    make_device(push_app, make_subscriber())
+    campaign = campaigns.create_campaign(CampaignDraft(app_id=push_app.id, text="Hi"), actor="test")
+    db.session.commit()
+    outcome: list[object] = []
+
+    def materialise() -> None:
+        with app.app_context():
+            try:
+                outcome.append(materialize(campaign.id, push_app.id, AudienceSpec(), "all", None))
+            except ServiceError as refused:
+                outcome.append(refused.message)
+            db.session.rollback()
+
+    with db.engine.connect() as other:
+        other.execute(text("DELETE FROM campaigns WHERE id = :id"), {"id": campaign.id})
+        thread = threading.Thread(target=materialise)
+        thread.start()
+        time.sleep(0.5)
+        assert outcome == []
+        other.commit()
+        thread.join(10)
+    assert outcome == ["The campaign no longer exists."]
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0

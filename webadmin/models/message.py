@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from webadmin.extensions import db
 from webadmin.models.audience import Device
+from webadmin.models.campaign import Campaign
 from webadmin.models.types import UTCDateTime, utcnow
 
 
@@ -59,9 +60,9 @@ class Message(db.Model):
 
     id: Mapped[int] = mapped_column(MESSAGE_ID, primary_key=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True)  # from campaign and device: audience.message_uuid
-    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    # No foreign key: a deleted device's messages get device_id NULL from a trigger on devices (DEVICE_DELETED_DDL);
-    # an RI check per inserted row was the largest single cost of materialising (docs/benchmarks.md).
+    # No foreign keys on campaign_id and device_id: triggers on campaigns and devices (PARENT_TRIGGERS_DDL) do what
+    # their ON DELETE did, without an RI check per materialised row.
+    campaign_id: Mapped[int | None] = mapped_column()
     device_id: Mapped[int | None] = mapped_column(index=True)
     recipient: Mapped[str | None] = mapped_column(String(254))
     content: Mapped[str | None] = mapped_column(Text)
@@ -115,17 +116,33 @@ class Template(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-# What deletes devices leaves their messages with device_id NULL, as `ON DELETE SET NULL` did. The rows materialise
-# inserts come from a join on devices in the same statement, so they reference existing devices by construction;
-# what remains is a device deleted while a campaign of its app is being materialised. PostgreSQL: materialise holds
-# DEVICE_LOCK for the app shared (`pg_advisory_xact_lock_shared`) from before its INSERT to its commit, and the
-# trigger takes it exclusively before its UPDATE, which (READ COMMITTED: a new snapshot per statement) then sees the
-# committed messages; a deletion that came first makes materialise wait, and its INSERT then no longer sees the
-# device. SQLite has one writer at a time, so the two cannot interleave.
+# Deleting a campaign deletes its messages (as ON DELETE CASCADE did; their related objects follow through the
+# foreign key of message_related_objects) and deleting a device leaves its messages with device_id NULL (as ON
+# DELETE SET NULL did), from triggers on campaigns and devices: a foreign key checks every inserted row, which was
+# most of the cost of materialising on PostgreSQL (docs/benchmarks.md). The rows materialise inserts come from a
+# join on devices in the same statement, for a campaign it has locked, so they reference existing rows by
+# construction; what remains is a deletion while a campaign is being materialised:
+# - the campaign: materialise reads it `FOR KEY SHARE` (start() has also updated it), so a DELETE waits for the
+#   commit and its trigger, whose DELETE takes a new snapshot (READ COMMITTED, a volatile function), sees the new
+#   messages; a deletion that came first leaves materialise no campaign, and it refuses;
+# - a device of its app: materialise holds DEVICE_LOCK for the app shared (`pg_advisory_xact_lock_shared`) from
+#   before its INSERT to its commit, and the trigger takes it exclusively before its UPDATE, which then sees the
+#   committed messages; a deletion that came first makes materialise wait, and its INSERT then no longer sees the
+#   device.
+# SQLite has one writer at a time, so neither can interleave there.
 DEVICE_LOCK = 0x6D736773  # 'msgs': the first key of the advisory lock; the second is the app id
 
-DEVICE_DELETED_DDL = {
+PARENT_TRIGGERS_DDL = {
     "postgresql": [
+        """CREATE OR REPLACE FUNCTION messages_campaign_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM messages WHERE campaign_id IN (SELECT id FROM deleted_campaigns);
+    RETURN NULL;
+END
+$$""",
+        "DROP TRIGGER IF EXISTS trg_campaigns_messages_campaign_id ON campaigns",
+        "CREATE TRIGGER trg_campaigns_messages_campaign_id AFTER DELETE ON campaigns "
+        "REFERENCING OLD TABLE AS deleted_campaigns FOR EACH STATEMENT EXECUTE FUNCTION messages_campaign_deleted()",
         f"""CREATE OR REPLACE FUNCTION messages_device_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock({DEVICE_LOCK}, app_id)
@@ -139,29 +156,45 @@ $$""",
         "REFERENCING OLD TABLE AS deleted_devices FOR EACH STATEMENT EXECUTE FUNCTION messages_device_deleted()",
     ],
     "sqlite": [
+        "DROP TRIGGER IF EXISTS trg_campaigns_messages_campaign_id",
+        "CREATE TRIGGER trg_campaigns_messages_campaign_id AFTER DELETE ON campaigns FOR EACH ROW "
+        "BEGIN DELETE FROM messages WHERE campaign_id = old.id; END",
         "DROP TRIGGER IF EXISTS trg_devices_messages_device_id",
         "CREATE TRIGGER trg_devices_messages_device_id AFTER DELETE ON devices FOR EACH ROW "
         "BEGIN UPDATE messages SET device_id = NULL WHERE device_id = old.id; END",
     ],
 }
+PARENT_TRIGGERS_DROP = {
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS trg_campaigns_messages_campaign_id ON campaigns",
+        "DROP FUNCTION IF EXISTS messages_campaign_deleted()",
+        "DROP TRIGGER IF EXISTS trg_devices_messages_device_id ON devices",
+        "DROP FUNCTION IF EXISTS messages_device_deleted()",
+    ],
+    "sqlite": [
+        "DROP TRIGGER IF EXISTS trg_campaigns_messages_campaign_id",
+        "DROP TRIGGER IF EXISTS trg_devices_messages_device_id",
+    ],
+}
 
 
-def _create_device_trigger(target: Any, connection: Any, **_: Any) -> None:
-    """With the messages table (create_all, tests): the trigger the migration creates."""
-    for statement in DEVICE_DELETED_DDL.get(connection.dialect.name, []):
+def _run(statements: dict[str, list[str]], connection: Any) -> None:
+    for statement in statements.get(connection.dialect.name, []):
         connection.execute(DDL(statement.replace("%", "%%")))
 
 
-def _drop_device_trigger(target: Any, connection: Any, **_: Any) -> None:
-    """With the messages table: a trigger left on devices would fail every later device deletion."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(DDL("DROP TRIGGER IF EXISTS trg_devices_messages_device_id ON devices"))
-        connection.execute(DDL("DROP FUNCTION IF EXISTS messages_device_deleted()"))
-    elif connection.dialect.name == "sqlite":
-        connection.execute(DDL("DROP TRIGGER IF EXISTS trg_devices_messages_device_id"))
+def _create_parent_triggers(target: Any, connection: Any, **_: Any) -> None:
+    """With the messages table (create_all, tests): the triggers the migration creates."""
+    _run(PARENT_TRIGGERS_DDL, connection)
 
 
-# Without the foreign key nothing orders the two tables: the trigger needs devices to exist first (and to go last).
+def _drop_parent_triggers(target: Any, connection: Any, **_: Any) -> None:
+    """With the messages table: a trigger left behind would fail every later deletion of a campaign or device."""
+    _run(PARENT_TRIGGERS_DROP, connection)
+
+
+# Without foreign keys nothing orders the tables: the triggers need campaigns and devices first (and to go last).
+Message.__table__.add_is_dependent_on(Campaign.__table__)
 Message.__table__.add_is_dependent_on(Device.__table__)
-event.listen(Message.__table__, "after_create", _create_device_trigger)
-event.listen(Message.__table__, "after_drop", _drop_device_trigger)
+event.listen(Message.__table__, "after_create", _create_parent_triggers)
+event.listen(Message.__table__, "after_drop", _drop_parent_triggers)

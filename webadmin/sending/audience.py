@@ -233,7 +233,11 @@ def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_select
     audience = audience_select(app_id, spec, device_selection).subquery()
     m = Message.__table__
     now = literal(utcnow(), UTCDateTime)
-    campaign_uuid = db.session.scalar(select(Campaign.uuid).where(Campaign.id == campaign_id))
+    # FOR KEY SHARE (PostgreSQL): a deletion of the campaign waits for this transaction.
+    locked = select(Campaign.uuid).where(Campaign.id == campaign_id).with_for_update(key_share=True)
+    campaign_uuid = db.session.scalar(locked)
+    if campaign_uuid is None:  # deleted meanwhile: nothing may reference it (models.message.PARENT_TRIGGERS_DDL)
+        raise ServiceError("The campaign no longer exists.", code="not_found")
     rows = select(
         _uuid_sql(campaign_uuid, audience.c.device_id),
         literal(campaign_id),
@@ -255,7 +259,7 @@ def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_select
                "retry_sending", "created_at", "tag"]
     if db.engine.dialect.name == "postgresql":
         # Until commit, a device of this app being deleted waits for these messages, then nulls their device_id
-        # (messages.device_id has a trigger on devices instead of a foreign key: models.message.DEVICE_DELETED_DDL).
+        # (messages.device_id has a trigger on devices instead of a foreign key: models.message.PARENT_TRIGGERS_DDL).
         # Taken before the INSERT, whose snapshot then no longer sees a device deleted by whoever had it before.
         db.session.execute(select(func.pg_advisory_xact_lock_shared(DEVICE_LOCK, app_id)))
     # SQLAlchemy reports an INSERT's rowcount only when asked to preserve it.
