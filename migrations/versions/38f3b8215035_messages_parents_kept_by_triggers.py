@@ -1,5 +1,4 @@
-"""messages.campaign_id / device_id: triggers on campaigns and devices instead of foreign keys (an RI check per
-materialised row)
+"""messages.campaign_id / device_id: triggers on the parents instead of foreign keys
 
 Revision ID: 38f3b8215035
 Revises: 5970d2d12ebe
