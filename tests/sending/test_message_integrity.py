@@ -75,13 +75,12 @@ def _delete_device_elsewhere(device_id: int, done: list[float]) -> threading.Thr
     return thread
 
 
-def _postgresql_only() -> None:
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: a deletion cannot interleave with materialising")
+# SQLite has one writer at a time: a deletion cannot interleave with materialising there.
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
+@postgresql_only
 def test_a_device_deleted_while_its_app_is_materialised_waits_then_nulls_the_new_messages(push_app):
-    _postgresql_only()
     device = make_device(push_app, make_subscriber())
     campaign = campaigns.create_campaign(CampaignDraft(app_id=push_app.id, text="Hi"), actor="test")
     db.session.commit()
@@ -97,8 +96,8 @@ def test_a_device_deleted_while_its_app_is_materialised_waits_then_nulls_the_new
     assert _device_ids(campaign.id) == [None]  # no message points at the deleted device
 
 
+@postgresql_only
 def test_materialising_waits_for_a_device_deletion_in_progress_and_skips_the_device(app, push_app):
-    _postgresql_only()
     stays, gone = make_device(push_app, make_subscriber()), make_device(push_app, make_subscriber())
     campaign = campaigns.create_campaign(CampaignDraft(app_id=push_app.id, text="Hi"), actor="test")
     db.session.commit()
@@ -134,8 +133,8 @@ def _delete_campaign_elsewhere(campaign_id: int, done: list[float]) -> threading
     return thread
 
 
+@postgresql_only
 def test_a_campaign_deleted_while_it_is_materialised_waits_then_takes_the_new_messages_along(push_app):
-    _postgresql_only()
     make_device(push_app, make_subscriber())
     campaign = campaigns.create_campaign(CampaignDraft(app_id=push_app.id, text="Hi"), actor="test")
     db.session.commit()
@@ -150,8 +149,8 @@ def test_a_campaign_deleted_while_it_is_materialised_waits_then_takes_the_new_me
     assert db.session.scalar(select(func.count()).select_from(Message)) == 0
 
 
+@postgresql_only
 def test_materialising_a_campaign_being_deleted_waits_and_refuses(app, push_app):
-    _postgresql_only()
     make_device(push_app, make_subscriber())
     campaign = campaigns.create_campaign(CampaignDraft(app_id=push_app.id, text="Hi"), actor="test")
     db.session.commit()
