@@ -119,7 +119,7 @@ class Template(db.Model):
 # Deleting a campaign deletes its messages (as ON DELETE CASCADE did; their related objects follow through the
 # foreign key of message_related_objects) and deleting a device leaves its messages with device_id NULL (as ON
 # DELETE SET NULL did), from triggers on campaigns and devices: a foreign key checks every inserted row, which was
-# most of the cost of materialising on PostgreSQL (docs/benchmarks.md). The rows materialise inserts come from a
+# about half of materialising on PostgreSQL (docs/benchmarks.md). The rows materialise inserts come from a
 # join on devices in the same statement, for a campaign it has locked, so they reference existing rows by
 # construction; what remains is a deletion while a campaign is being materialised:
 # - the campaign: materialise reads it `FOR KEY SHARE` (start() has also updated it), so a DELETE waits for the
