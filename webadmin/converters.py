@@ -7,10 +7,11 @@ from typing import Any
 from flask import Flask
 from werkzeug.routing import IntegerConverter, Map
 
-# Every primary key is an Integer column: INTEGER (32-bit) on PostgreSQL, which refuses a bigger parameter
+# Every primary key a route names is an Integer column: INTEGER (32-bit) on PostgreSQL, which refuses a bigger parameter
 # ("integer out of range"), while SQLite raises OverflowError past 64 bits. Both were a 500; a bigger id
 # cannot name a row, so the route does not match and the answer is a 404. (A BigInteger key would need
-# its own converter.)
+# its own converter; messages.id, 64-bit on PostgreSQL, is in no route: the subscriber page's `before` cursor
+# checks its own range in services.subscriber_messages.)
 MAX_ID = 2**31 - 1
 
 

@@ -30,7 +30,7 @@ from webadmin.extensions import db
 from webadmin.models.app import PLATFORMS
 from webadmin.models.audience import Device, GroupMember, Subscriber
 from webadmin.models.campaign import Campaign
-from webadmin.models.message import Message, MessageState
+from webadmin.models.message import DEVICE_LOCK, Message, MessageState
 from webadmin.models.types import UTCDateTime, utcnow
 from webadmin.services import ServiceError
 
@@ -237,7 +237,11 @@ def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_select
     rows are written once in their final state; analyze=False leaves PostgreSQL's statistics to the caller."""
     audience = audience_select(app_id, spec, device_selection).subquery()
     m = Message.__table__
-    campaign_uuid = db.session.scalar(select(Campaign.uuid).where(Campaign.id == campaign_id))
+    # FOR KEY SHARE (PostgreSQL): a deletion of the campaign waits for this transaction.
+    locked = select(Campaign.uuid).where(Campaign.id == campaign_id).with_for_update(key_share=True)
+    campaign_uuid = db.session.scalar(locked)
+    if campaign_uuid is None:  # deleted meanwhile: nothing may reference it (models.message.PARENT_TRIGGERS_DDL)
+        raise ServiceError("The campaign no longer exists.", code="not_found")
     exprs: dict[str, Any] = {
         "uuid": _uuid_sql(campaign_uuid, audience.c.device_id),
         "campaign_id": literal(campaign_id),
@@ -259,6 +263,11 @@ def materialize(campaign_id: int, app_id: int, spec: AudienceSpec, device_select
         # sequential scan of devices is already close to id order, and sorting a million rows costs it more.
         rows = rows.order_by(audience.c.device_id)
     columns = list(exprs)
+    if db.engine.dialect.name == "postgresql":
+        # Until commit, a device of this app being deleted waits for these messages, then nulls their device_id
+        # (messages.device_id has a trigger on devices instead of a foreign key: models.message.PARENT_TRIGGERS_DDL).
+        # Taken before the INSERT, whose snapshot then no longer sees a device deleted by whoever had it before.
+        db.session.execute(select(func.pg_advisory_xact_lock_shared(DEVICE_LOCK, app_id)))
     # SQLAlchemy reports an INSERT's rowcount only when asked to preserve it.
     statement = insert(m).from_select(columns, rows).execution_options(preserve_rowcount=True)
     with _bulk_write_cache():

@@ -16,7 +16,20 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import JSON, Integer, String, bindparam, case, cast, func, literal, literal_column, select, update
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Integer,
+    String,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from webadmin.extensions import db
@@ -683,7 +696,7 @@ def _accepted_update(provider_ids: dict[int, str | None], lease: datetime) -> An
     fence = (m.c.lease_until == lease, m.c.state.in_(PENDING_STATES))
     if db.engine.dialect.name == "postgresql":
         doc = literal({str(k): v for k, v in provider_ids.items()}, JSONB)
-        ids = literal(list(provider_ids), ARRAY(Integer))
+        ids = literal(list(provider_ids), ARRAY(BigInteger))
         return (update(m).where(m.c.id == func.any(ids), *fence)
                 .values(provider_message_id=doc.op("->>")(cast(m.c.id, String))))
     pairs = func.json_each(literal(json.dumps(provider_ids))).table_valued("key", "value")

@@ -11,10 +11,9 @@ from webadmin.extensions import db
 from webadmin.models.app import App
 from webadmin.models.audience import Device, Subscriber
 from webadmin.models.campaign import Campaign
-from webadmin.models.message import Message
+from webadmin.models.message import MAX_MESSAGE_ID, Message
 
 PAGE_SIZE = 20
-_MAX_ID = 2**31 - 1  # messages.id is a 32-bit integer column
 
 
 @dataclass
@@ -28,10 +27,10 @@ class MessagePage:
 
 def cursor(raw: str | None) -> int | None:
     """A `before` cursor from the query string: a message id, or None when absent or not one."""
-    if not raw or not raw.isdecimal() or len(raw) > 10:
+    if not raw or not raw.isdecimal() or len(raw) > 19:
         return None
     value = int(raw)
-    return value if 0 < value <= _MAX_ID else None
+    return value if 0 < value <= MAX_MESSAGE_ID else None
 
 
 def recent_messages(subscriber: Subscriber, *, before: int | None = None, size: int = PAGE_SIZE) -> MessagePage:
