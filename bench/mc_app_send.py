@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ from engine_materialize import (  # noqa: E402
     reset_messages,
     started_campaign,
 )
+from provider_calls import Child, DiscardLog  # noqa: E402
 from sqlalchemy import delete, func, select  # noqa: E402
 
 from webadmin.crypto import encrypt_credentials  # noqa: E402
@@ -76,7 +76,7 @@ def _serve(pipe: Any) -> None:
 
     async def main() -> None:
         server = FakeServer()
-        server.requests = _Discard()
+        server.requests = DiscardLog()
         async with server as srv:
             srv.route("POST", TOKEN, token)
             srv.route("POST", APP, app_send)
@@ -95,36 +95,6 @@ def _serve(pipe: Any) -> None:
                     break
 
     asyncio.run(main())
-
-
-class _Discard(list):  # type: ignore[type-arg]
-    """A request log that keeps nothing."""
-
-    def append(self, item: Any) -> None:
-        """Drop the request."""
-
-
-class Fake:
-    """The fake in a child process, driven over a pipe."""
-
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
-        self.url = f"http://127.0.0.1:{int(self.pipe.recv())}"
-
-    def ask(self, command: str) -> Any:
-        """Send a command, return the answer."""
-        self.pipe.send(command)
-        return self.pipe.recv()
-
-    def stop(self) -> None:
-        """Stop the child."""
-        self.pipe.send("stop")
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.kill()
 
 
 def _channels(app_id: int, url: str) -> list[Channel]:
@@ -173,7 +143,7 @@ def _dispatch_threads(app: Any, campaign_id: int) -> int:
     return runs
 
 
-def _one(app: Any, fake: Fake, app_id: int, channels: list[Channel], scenario: str, per_run: int) -> dict[str, Any]:
+def _one(app: Any, fake: Child, app_id: int, channels: list[Channel], scenario: str, per_run: int) -> dict[str, Any]:
     reset_messages()
     db.session.execute(delete(CampaignAppSend))
     db.session.commit()
@@ -203,11 +173,11 @@ def measure(kind: str, args: argparse.Namespace) -> None:
     with bench_database(kind, args.postgres_url, "webadmin_bench_mcapp") as (url, folder):
         config = {"ENGINE_KEEP_CONNECTIONS": False, "ENGINE_BATCH_SIZE": args.batch}
         app = bench_app(url, folder, **config)
-        fake = Fake()
+        fake = Child(_serve)
         try:
             with app.app_context():
                 app_id = build_audience(args.size)
-                channels = _channels(app_id, fake.url)
+                channels = _channels(app_id, f"http://127.0.0.1:{fake.port}")
                 results: dict[str, list[dict[str, Any]]] = {s: [] for s in SCENARIOS}
                 for run in range(args.runs):
                     order = SCENARIOS if run % 2 == 0 else tuple(reversed(SCENARIOS))

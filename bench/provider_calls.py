@@ -71,7 +71,7 @@ def _serve_http(pipe: Any) -> None:
 
     async def main() -> None:
         server = FakeServer()
-        server.requests = _Discard()  # counting only: recorded bodies of 100k ids would be the fake's memory
+        server.requests = DiscardLog()  # counting only: recorded bodies of 100k ids would be the fake's memory
         async with server as srv:
             srv.route("POST", ONESIGNAL, onesignal)
             srv.route("POST", MC_CONTACT, contact)
@@ -92,7 +92,7 @@ def _serve_http(pipe: Any) -> None:
     asyncio.run(main())
 
 
-class _Discard(list):  # type: ignore[type-arg]
+class DiscardLog(list):  # type: ignore[type-arg]
     """A request log that keeps nothing."""
 
     def append(self, item: Any) -> None:
