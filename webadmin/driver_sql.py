@@ -90,8 +90,7 @@ class Transaction:
 
     def time_param(self, value: datetime) -> Any:
         """An aware datetime as a `UTCDateTime` column stores it."""
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds") if self.sqlite else value
+        return stored_utc(value, sqlite=self.sqlite)
 
     def json_value(self, value: Any) -> Any:
         """A JSON column's value, decoded (psycopg decodes it itself)."""
@@ -101,6 +100,17 @@ class Transaction:
 def integrity_error() -> type[Exception]:
     """The driver's IntegrityError class (a constraint refused a write)."""
     return db.engine.dialect.loaded_dbapi.IntegrityError
+
+
+def stored_utc(value: datetime, *, sqlite: bool) -> Any:
+    """An aware datetime as the driver is given it for a `UTCDateTime` column: on SQLite the naive-UTC text
+    SQLAlchemy's DateTime writes there (so rows written by hand and by the ORM compare and sort alike), on
+    PostgreSQL the datetime itself. Naive datetimes are refused, as `UTCDateTime` refuses them."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if not sqlite:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def time_value(value: Any) -> datetime | None:

@@ -8,35 +8,22 @@ executemany on SQLite, COPY on PostgreSQL, inside the session's current transact
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Table
 
+from webadmin.driver_sql import stored_utc
 from webadmin.extensions import db
 from webadmin.models.types import UTCDateTime
-
-
-def _aware(value: datetime) -> datetime:
-    """UTCDateTime's rule: no naive datetimes."""
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return value
-
-
-def _sqlite_utc(value: datetime) -> str:
-    """SQLAlchemy's SQLite DateTime text of naive UTC, what UTCDateTime stores there."""
-    if value.tzinfo is not UTC:
-        value = _aware(value).astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _converter(column: Any, sqlite: bool) -> Any:
     """A function turning a Python value of the column into the driver's plain value (None stays None)."""
     if isinstance(column.type, UTCDateTime):
-        return _sqlite_utc if sqlite else _aware
+        return functools.partial(stored_utc, sqlite=sqlite)
     if isinstance(column.type, JSON):
         return json.dumps
     if isinstance(column.type, Boolean) and sqlite:

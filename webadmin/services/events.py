@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from webadmin.driver_sql import stored_utc, time_value
 from webadmin.extensions import db
 from webadmin.models.analytics import HOURLY_COUNTS
-from webadmin.models.types import UTCDateTime, utcnow
+from webadmin.models.types import utcnow
 from webadmin.services.rollups import CAMPAIGN_COUNTS, UNKNOWN_PLATFORM, hour_of
 
 EVENT_TYPES = ("received", "opened")
@@ -69,7 +70,7 @@ def record_events(events: list[DeviceEvent], *, app_id: int | None) -> EventRepo
         if connection.dialect.name == "postgresql":
             _record_postgresql(raw, events, app_id, report)
         else:
-            _record_sqlite(raw, connection.dialect, events, app_id, report)
+            _record_sqlite(raw, events, app_id, report)
     db.session.commit()
     return report
 
@@ -222,17 +223,9 @@ _UPSERTS = (
 )
 
 
-@functools.cache
-def _datetime_processors(dialect: Any) -> tuple[Any, Any]:
-    """The UTC column type's (bind, result) conversions: the same stored text SQLAlchemy writes and reads."""
-    kind = UTCDateTime().dialect_impl(dialect)
-    return kind.bind_processor(dialect), kind.result_processor(dialect, None)
-
-
-def _record_sqlite(raw: Any, dialect: Any, events: list[DeviceEvent], app_id: int | None,
-                   report: EventReport) -> None:
+def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, report: EventReport) -> None:
     """Look up, then (one UPDATE per type and time, the counter, the rollups) with nothing in between."""
-    bind, result = _datetime_processors(dialect)
+    bind, result = functools.partial(stored_utc, sqlite=True), time_value
     uuids = sorted({e.message_uuid for e in events if e.message_uuid is not None})
     pairs = sorted({(e.campaign_uuid, e.device_token) for e in events if e.message_uuid is None})
 
