@@ -18,11 +18,14 @@
     }
   });
 
-  // htmx 2 re-dispatches the XHR's progress events as htmx:xhr:progress on the requesting element.
+  // htmx 2 re-dispatches the XHR's progress events as htmx:xhr:progress on the requesting element — the upload's
+  // and then the response's, without saying which: the bar only moves forwards, so the response's download
+  // cannot pull it back once the file is up.
   document.addEventListener("htmx:xhr:progress", function (event) {
     const progress = part(event, "progress[data-upload-progress]");
     if (progress && event.detail.lengthComputable && event.detail.total > 0) {
-      progress.value = Math.round((event.detail.loaded / event.detail.total) * 100);
+      const done = Math.round((event.detail.loaded / event.detail.total) * 100);
+      progress.value = Math.max(progress.value, done);
     }
   });
 
