@@ -58,8 +58,10 @@ def _read_key(prefix: str) -> KeyRow | None:
     """The key row with this prefix, its values converted as the ORM would."""
     tx = driver_sql.Transaction()
     found = tx.execute(_FIND_KEY, {"prefix": prefix}).fetchone()
-    if not tx.in_session:
-        tx.rollback()  # ends PostgreSQL's read transaction; nothing to end on SQLite
+    # On PostgreSQL this read opened a transaction on the request's driver connection; it is left open (a plain
+    # read, READ COMMITTED: no row locks, no snapshot held between statements) for the route's own driver
+    # statements, which commit it (events, registrations), or for the end of the request, which rolls it back: a
+    # ROLLBACK here was one round trip of the five an event report made. SQLite's read ended with the statement.
     if found is None:
         return None
     key_id, key_prefix, key_hash, revoked_at, last_used_at, app_id, name, platforms, scheme, created_at = found
