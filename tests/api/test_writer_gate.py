@@ -164,3 +164,14 @@ def test_a_failure_between_writing_and_commit_lets_the_gate_go_at_the_end_of_the
         contextvars.Context().run(fail_half_way)  # a fresh context, as a request gets (tests hold one open)
     assert driver_sql.GATE.held is None
     assert not _locked_elsewhere(_gate_file())
+
+
+def test_a_process_keeps_few_gate_files_open(tmp_path):
+    """One database in production; the test suite's processes see hundreds, which must not use up descriptors."""
+    gate = WriterGate()
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(3 * driver_sql._GATE_FILES_MAX):
+        gate.acquire(str(tmp_path / f"{n}.sqlite3"))
+        gate.release()
+    assert len(gate._files) <= driver_sql._GATE_FILES_MAX
+    assert len(os.listdir("/proc/self/fd")) - before <= driver_sql._GATE_FILES_MAX
