@@ -10,19 +10,14 @@ DB-API cursor directly. What SQLAlchemy did for these statements is done by hand
   here and by the ORM compare and sort alike) and timestamptz on PostgreSQL; `time_param`/`time_value` convert;
 - JSON columns come back as text on SQLite (`json_value` decodes) and decoded on PostgreSQL;
 - the connection is checked out of the engine's pool once per request (`connection()`) and returned at the end
-  of the request (`release`, a teardown), where the pool rolls back anything left open;
-- SQLite's writers queue at a file lock (`Transaction.writing`, `WriterGate`) instead of in SQLite's busy handler.
+  of the request (`release`, a teardown), where the pool rolls back anything left open.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import json
-import logging
-import os
 import re
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,78 +26,6 @@ from flask import Flask, g
 from webadmin.extensions import db
 
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
-log = logging.getLogger(__name__)
-_GATE_FILES_MAX = 4
-
-
-class WriterGate:
-    """SQLite: the hot API paths' write transactions, one at a time per database file, across processes.
-
-    SQLite has one writer; a connection that finds the write lock taken waits in its busy handler, which sleeps
-    1 ms, then 2, 5, 10 … and polls again, however soon the lock is free. Two gunicorn workers writing short
-    transactions (an event, a registration: tens of µs each) meet often, and each meeting cost a sleep that was
-    longer than the transaction it waited for. Writers that first take an exclusive `flock` on `<database>-writer`
-    are woken by the kernel the moment the holder lets go. SQLite's own lock stays the authority: writers that do
-    not take the gate (the console, the queue's workers) still wait in SQLite's busy handler, and the gate is only
-    taken outside any session transaction, so it is never waited for while SQLite's write lock is held.
-    """
-
-    def __init__(self) -> None:
-        self._thread_lock = threading.Lock()  # flock is per open file: threads of a process queue here first
-        self._files: dict[str, int] = {}  # database file → its gate file, opened once per process
-        self.held: int | None = None
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        """After fork: the parent's open files are shared with it, so the child opens its own."""
-        self._thread_lock = threading.Lock()
-        self._files, self.held = {}, None
-
-    def _file(self, database: str) -> int | None:
-        found = self._files.get(database)
-        if found is None:
-            if len(self._files) >= _GATE_FILES_MAX:  # a process that saw many databases (the test suite)
-                for name, fd in list(self._files.items()):
-                    if fd != self.held:
-                        del self._files[name]
-                        if fd >= 0:
-                            os.close(fd)
-            try:
-                found = os.open(f"{database}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:  # a read-only folder: SQLite's busy handler alone, as without the gate
-                log.warning("no writer gate for %s: %s", database, exc)
-                found = -1
-            self._files[database] = found
-        return None if found < 0 else found
-
-    def acquire(self, database: str) -> None:
-        """Wait for the gate of this database file (a no-op where no gate file can be made)."""
-        fd = self._file(database)
-        if fd is None:
-            return
-        self._thread_lock.acquire()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        self.held = fd
-
-    def release(self) -> None:
-        """Let the next writer in (a no-op when not held)."""
-        fd, self.held = self.held, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            self._thread_lock.release()
-
-
-GATE = WriterGate()
-
-
-def _file_database() -> str | None:
-    """The SQLite database file of the app's engine (None for an in-memory one)."""
-    database = db.engine.url.database
-    return database if database and database != ":memory:" and not database.startswith("file:") else None
 
 
 def _checked_out() -> tuple[Any, bool]:
@@ -119,8 +42,6 @@ def release(_exc: BaseException | None = None) -> None:
     found = g.pop("_driver_connection", None)
     if found is not None:
         found[0].close()
-        if g.pop("_driver_gate", False):  # a request that failed between writing() and its commit
-            GATE.release()
 
 
 def init_app(app: Flask) -> None:
@@ -146,21 +67,6 @@ class Transaction:
             self.sqlite = db.engine.dialect.name == "sqlite"
         else:
             self.raw, self.sqlite = _checked_out()
-        self.gated = False
-
-    def writing(self) -> None:
-        """Say the next statement writes: on SQLite, outside a session transaction, queue at the writer gate
-        first (released by commit or rollback). Reads before it run without holding anybody up."""
-        if self.sqlite and not self.in_session and not self.gated:
-            database = _file_database()
-            if database is not None:
-                GATE.acquire(database)
-                self.gated = g._driver_gate = True
-
-    def _ungate(self) -> None:
-        if self.gated:
-            self.gated = g._driver_gate = False
-            GATE.release()
 
     def execute(self, statement: str, params: dict[str, Any]) -> Any:
         """Run one statement with named parameters; the cursor."""
@@ -173,20 +79,14 @@ class Transaction:
         if self.in_session:
             db.session.commit()
         else:
-            try:
-                self.raw.commit()
-            finally:
-                self._ungate()
+            self.raw.commit()
 
     def rollback(self) -> None:
         """Roll back (through the session when it is the session's transaction)."""
         if self.in_session:
             db.session.rollback()
         else:
-            try:
-                self.raw.rollback()
-            finally:
-                self._ungate()
+            self.raw.rollback()
 
     def time_param(self, value: datetime) -> Any:
         """An aware datetime as a `UTCDateTime` column stores it."""

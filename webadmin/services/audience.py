@@ -395,7 +395,6 @@ def _register_once(tx: driver_sql.Transaction, app: App, token: str, reg: Device
     """One attempt at a registration: usually a single device statement (plus the commit)."""
     now = utcnow()
     stored_now = tx.time_param(now)
-    tx.writing()  # the first statement writes
     key = normalize_key(reg.subscriber_key) if isinstance(reg.subscriber_key, str) else reg.subscriber_key
     row, created = _upsert_device(tx, app, token, reg, _registration_params(reg, key, stored_now))
     if row is None:

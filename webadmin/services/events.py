@@ -7,8 +7,8 @@ request's pooled connection) instead of SQLAlchemy statements and the session: t
 statements themselves (the session's connection and commit alone were a fifth of a report's CPU). On PostgreSQL
 a batch is one statement (a CTE: look up, mark, count, bump, three rollup upserts) whose text does not depend on
 the batch, so psycopg prepares it once per connection, committed asynchronously (below); on SQLite, which has no
-data-modifying CTEs, it is a few short statements, all reads before the first write, and the writes queue at the
-writer gate (`driver_sql.WriterGate`), so the database's single write lock is held as briefly as possible.
+data-modifying CTEs, it is a few short statements, all reads before the first write, so the database's single
+write lock is held as briefly as possible.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,7 +69,7 @@ def record_events(events: list[DeviceEvent], *, app_id: int | None) -> EventRepo
         tx = Transaction()
         raw = tx.raw.driver_connection
         if tx.sqlite:
-            _record_sqlite(raw, events, app_id, report, tx.writing)
+            _record_sqlite(raw, events, app_id, report)
         else:
             _record_postgresql(raw, events, app_id, report)
         tx.commit()
@@ -233,8 +232,7 @@ _UPSERTS = (
 )
 
 
-def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, report: EventReport,
-                   writing: Callable[[], None]) -> None:
+def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, report: EventReport) -> None:
     """Look up, then (one UPDATE per type and time, the counter, the rollups) with nothing in between."""
     bind, result = functools.partial(stored_utc, sqlite=True), time_value
     uuids = sorted({e.message_uuid for e in events if e.message_uuid is not None})
@@ -260,8 +258,6 @@ def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, repo
             resolved.append((event, target))
     groups = sorted(_first_reports(resolved, report, utcnow()).items())
     counted: list[tuple[str, datetime, _Target]] = []
-    if groups:
-        writing()
     for (kind, at), group in groups:  # the first write takes the write lock: everything is prepared by now
         by_id = {t.id: t for t in group}
         changed = [row[0] for row in raw.execute(_MARK[kind], (bind(at), json.dumps(sorted(by_id))))]
