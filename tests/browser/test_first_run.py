@@ -49,12 +49,16 @@ def test_first_run_login_dashboard_logout(page, live_app, artifacts, monkeypatch
     page.click("text=Load demo data")
     page.wait_for_selector("#demo-load[data-status=queued]")
     assert "waiting for a queue worker" in page.inner_text("#demo-load")
+    assert page.locator("#dashboard-empty >> text=Demo data is on its way").is_visible()
     assert page.locator("text=Load demo data").count() == 0  # one load at a time: no second button meanwhile
     page.wait_for_function(f"() => {len(polls)} < window.performance.getEntriesByType('resource')"
                            ".filter(e => e.name.endsWith('/demo/status')).length")  # it polls while queued
     with _worker():
         page.wait_for_selector("#demo-load[data-status=done]", timeout=60_000)
     assert f"Demo data loaded: {DEMO_SUBSCRIBERS} subscribers with" in page.inner_text("#demo-load")
+    # The empty card below follows the polled block: no more "on its way" once it is done.
+    assert page.locator("#dashboard-empty >> text=Demo data is in").is_visible()
+    assert not page.locator("#dashboard-empty >> text=Demo data is on its way").is_visible()
     seen = len(polls)
     page.wait_for_timeout(2500)  # more than two poll intervals
     assert len(polls) == seen, "the fragment kept polling after the load was done"
