@@ -18,11 +18,13 @@ from webadmin.api.openapi import checker, ref
 from webadmin.api.validation import KIB, MIB, ApiError, read_json
 from webadmin.extensions import db
 from webadmin.models.campaign import Campaign
-from webadmin.services import ServiceError, campaigns
+from webadmin.services import ServiceError, campaigns, sms_fallback
 from webadmin.services.campaigns import MAX_TEXT, CampaignDraft
 from webadmin.services.sharing import RateLimited, share
+from webadmin.services.sms_fallback import MAX_PARTS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
 
 BODY_LIMIT = 4 * MIB  # up to 100k subscriber keys
+SMS_TEXT_MAX = 2000  # as the compose form's SMS text (its parts are counted after)
 SMALL_BODY = 64 * KIB
 _DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 _TEXT = {
@@ -80,6 +82,29 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "format": "date-time",
                 "pattern": _DATETIME_PATTERN,
                 "description": "RFC 3339 with an offset, in the future; omit to send now.",
+            },
+            "smsFallback": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["afterSeconds"],
+                "properties": {
+                    "afterSeconds": {
+                        "type": "integer",
+                        "minimum": MIN_WINDOW_SECONDS,
+                        "maximum": MAX_WINDOW_SECONDS,
+                        "description": "How long after the push a subscriber has to open it before the SMS.",
+                    },
+                    "text": {
+                        "type": "string",
+                        "maxLength": SMS_TEXT_MAX,
+                        "pattern": r"^[^\x00]*$",
+                        "description": "Omitted or blank: the push text, plus its link when that is https. "
+                        f"At most {MAX_PARTS} SMS parts (422 otherwise).",
+                    },
+                },
+                "description": "Send an SMS to the subscribers who opened none of this push's messages in time, "
+                "as the compose page's “If not opened in time, send an SMS” does. Needs an SMS channel "
+                "(Settings → SMS; 422 without one).",
             },
         },
     },
@@ -251,7 +276,23 @@ def _push_draft(body: dict[str, Any], key: str | None, body_hash: str) -> Campai
         scheduled_at=_when(body.get("scheduledAt")),
         idempotency_key=key,
         request_hash=body_hash,
+        sms_fallback_seconds=body.get("smsFallback", {}).get("afterSeconds"),
+        sms_fallback_text=body.get("smsFallback", {}).get("text"),
     )
+
+
+# The SMS fallback's checks name the compose page's fields; the API names its own.
+_FALLBACK_FIELDS = {"sms_after": "smsFallback.afterSeconds", "sms_text": "smsFallback.text",
+                    "sms_fallback": "smsFallback"}
+
+
+def _with_sms_fallback(draft: CampaignDraft) -> CampaignDraft:
+    """The draft with its fallback checked and its default text filled in (a 422 naming the body's field)."""
+    try:
+        sms_fallback.apply_to_draft(draft)
+    except ServiceError as exc:
+        raise ApiError(422, exc.message, field=_FALLBACK_FIELDS.get(exc.field or "", "smsFallback")) from exc
+    return draft
 
 
 @bp.post("/push")
@@ -265,7 +306,8 @@ def push() -> Any:
     if key and (existing := _existing(key, body_hash)) is not None:
         return jsonify(campaign_json(existing)), 202
     try:
-        campaign = campaigns.create_campaign(_push_draft(body, key, body_hash), actor=current_api_actor())
+        campaign = campaigns.create_campaign(_with_sms_fallback(_push_draft(body, key, body_hash)),
+                                             actor=current_api_actor())
         db.session.commit()
     except IntegrityError:  # the same key raced in from another request: answer with its campaign
         db.session.rollback()
