@@ -21,10 +21,9 @@ from webadmin.models.campaign import Campaign
 from webadmin.services import ServiceError, campaigns, sms_fallback
 from webadmin.services.campaigns import MAX_TEXT, CampaignDraft
 from webadmin.services.sharing import RateLimited, share
-from webadmin.services.sms_fallback import MAX_PARTS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
+from webadmin.services.sms_fallback import MAX_PARTS, MAX_TEXT_CHARS, MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS
 
 BODY_LIMIT = 4 * MIB  # up to 100k subscriber keys
-SMS_TEXT_MAX = 2000  # as the compose form's SMS text (its parts are counted after)
 SMALL_BODY = 64 * KIB
 _DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 _TEXT = {
@@ -96,7 +95,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     },
                     "text": {
                         "type": "string",
-                        "maxLength": SMS_TEXT_MAX,
+                        "maxLength": MAX_TEXT_CHARS,
                         "pattern": r"^[^\x00]*$",
                         "description": "Omitted or blank: the push text, plus its link when that is https. "
                         f"At most {MAX_PARTS} SMS parts (422 otherwise).",
@@ -263,6 +262,7 @@ def _existing(key: str, body_hash: str) -> Campaign | None:
 def _push_draft(body: dict[str, Any], key: str | None, body_hash: str) -> CampaignDraft:
     """The campaign draft of a push request."""
     keys = body.get("subscriberKeys")
+    fallback = body.get("smsFallback") or {}
     return CampaignDraft(
         app_id=current_api_app().id,
         text=body["messageText"],
@@ -276,8 +276,8 @@ def _push_draft(body: dict[str, Any], key: str | None, body_hash: str) -> Campai
         scheduled_at=_when(body.get("scheduledAt")),
         idempotency_key=key,
         request_hash=body_hash,
-        sms_fallback_seconds=body.get("smsFallback", {}).get("afterSeconds"),
-        sms_fallback_text=body.get("smsFallback", {}).get("text"),
+        sms_fallback_seconds=fallback.get("afterSeconds"),
+        sms_fallback_text=fallback.get("text"),
     )
 
 

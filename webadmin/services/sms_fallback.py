@@ -27,6 +27,7 @@ Actor = User | str | None
 
 MIN_WINDOW_SECONDS = 60  # the periodic run's interval; shorter would not be kept anyway
 MAX_WINDOW_SECONDS = 72 * 3600  # later than three days an SMS about a push is stale
+MAX_TEXT_CHARS = 2000  # what a marketer may type (the compose form and the API); parts are counted after
 MAX_PARTS = 6  # a longer text costs six SMS per subscriber; SMSAPI refuses more parts by default
 ROWS_SHOWN = 50
 ACTIVE = (SmsState.WAITING.value, SmsState.ERROR_RETRY.value, SmsState.SENDING.value)

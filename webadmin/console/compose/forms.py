@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 from webadmin.models.app import PLATFORMS
 from webadmin.services.audience import normalize_keys
 from webadmin.services.campaigns import MAX_TEXT, CampaignDraft
+from webadmin.services.sms_fallback import MAX_TEXT_CHARS
 from webadmin.services.templates import MAX_CONTEXT_TEXT
 
 # Characters shown before a platform truncates the text (collapsed notification / lock screen); approximate,
@@ -64,7 +65,7 @@ class ComposeForm(FlaskForm):
     sms_fallback = BooleanField("If not opened in time, send an SMS")
     sms_after = IntegerField("Not opened within", validators=[Optional(), NumberRange(min=1, max=72 * 60)])
     sms_after_unit = SelectField("Unit", choices=[SelectChoice(u, u) for u in WINDOW_UNITS], default="minutes")
-    sms_text = TextAreaField("SMS text", validators=[Optional(), Length(max=2000)],
+    sms_text = TextAreaField("SMS text", validators=[Optional(), Length(max=MAX_TEXT_CHARS)],
                              render_kw={"rows": 2, "placeholder": "Blank: the push text, plus its https link"})
 
     def validate_data(self, field: TextAreaField) -> None:
