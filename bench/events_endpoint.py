@@ -1,7 +1,7 @@
 """Measure POST /api/v1/events under gunicorn (2 workers) against GET /api/v1/health in the same run.
 
 Run: .venv/bin/python bench/events_endpoint.py [--duration 10] [--concurrency 16] [--messages 100000]
-     [--workers 2] [--batch 1] [--postgres | --only-postgres] [--quick]
+     [--workers 2] [--batch 1] [--postgres] [--only sqlite|postgresql] [--quick]
 A fresh database (a temporary SQLite file, or with --postgres the local server's own database
 `webadmin_bench_events`, created and dropped) is migrated with `flask db upgrade`; an audience and one sent campaign
 of --messages messages are built set-based (bench/engine_materialize.py), an API key is made, and gunicorn serves
@@ -208,14 +208,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--batch", type=int, default=1, help="events per request")
     parser.add_argument("--postgres", action="store_true", help="also measure on PostgreSQL (local server)")
-    parser.add_argument("--only-postgres", action="store_true", help="PostgreSQL only (implies --postgres)")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="measure one backend")
     parser.add_argument("--quick", action="store_true", help="short phases, small campaign (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.messages = 2.0, 20_000
-    if not args.only_postgres:
+    if args.only != "postgresql":
         run("sqlite", args)
-    if args.postgres or args.only_postgres:
+    if args.only == "postgresql" or (args.postgres and args.only is None):
         if postgres_up(POSTGRES_SERVER):
             run("postgresql", args)
         else:
