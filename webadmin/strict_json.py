@@ -27,10 +27,20 @@ def _finite_number(text: str) -> float | int:
     return int(value) if value.is_integer() else value
 
 
+# Made once: json.loads with hooks builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_number)
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON text; raises ValueError (RefusedJson for the storable-JSON rules) instead of anything else."""
     try:
-        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_number)
+        if isinstance(data, str):
+            if data.startswith("\ufeff"):
+                raise ValueError("Unexpected UTF-8 BOM")  # what json.loads says
+            text = data
+        else:
+            text = data.decode(json.detect_encoding(data), "surrogatepass")  # what json.loads does
+        value = _DECODER.decode(text)
         if (b"\\u" if isinstance(data, bytes) else "\\u") in data:
             # Lone surrogate escapes decode to strings no database driver (nor a UTF-8 page) can encode.
             json.dumps(value, ensure_ascii=False).encode()
