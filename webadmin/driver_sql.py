@@ -9,15 +9,21 @@ DB-API cursor directly. What SQLAlchemy did for these statements is done by hand
 - timestamps: `UTCDateTime` columns hold naive UTC text on SQLite (the format SQLAlchemy writes, so rows written
   here and by the ORM compare and sort alike) and timestamptz on PostgreSQL; `time_param`/`time_value` convert;
 - JSON columns come back as text on SQLite (`json_value` decodes) and decoded on PostgreSQL;
-- the connection is checked out of the engine's pool once per request (`connection()`) and returned at the end
-  of the request (`release`, a teardown), where the pool rolls back anything left open.
+- one connection per request, taken on first use (`_checked_out`) and given back at the end of the request
+  (`release`, a teardown), which rolls back anything left open. PostgreSQL's comes from the engine's pool, which
+  pings it at checkout, so a connection the server dropped is replaced before a request uses it. SQLite's come
+  from a short list of idle connections of this process, detached from the pool: a file has no server to drop
+  them, and the pool's checkout, reset and checkin were about a sixth of an event report's Python
+  (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,20 +34,64 @@ from webadmin.extensions import db
 _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
+# Idle SQLite connections per engine (by id: a WeakKeyDictionary lookup cost more than the rest of taking one; the
+# entry goes with the engine), with the process that opened them: a forked child (a gunicorn worker) opens its own.
+# Bounded by the requests a process runs at once.
+_IDLE_SQLITE: dict[int, tuple[int, list[Any]]] = {}
+_IDLE_SQLITE_MAX = 8
+
+
+def _idle_sqlite(engine: Any) -> list[Any]:
+    """This process's idle connections of the engine."""
+    found = _IDLE_SQLITE.get(id(engine))
+    if found is None or found[0] != os.getpid():
+        if found is None:
+            weakref.finalize(engine, _IDLE_SQLITE.pop, id(engine), None)
+        found = _IDLE_SQLITE[id(engine)] = (os.getpid(), [])
+    return found[1]
+
+
+def _take_sqlite(engine: Any) -> Any:
+    """An idle sqlite3 connection, else a new one made by the pool (whose connect event set its pragmas) and
+    detached from it."""
+    try:
+        return _idle_sqlite(engine).pop()  # atomic under the GIL: threads never share one
+    except IndexError:
+        pooled = engine.raw_connection()
+        connection = pooled.dbapi_connection
+        pooled.detach()
+        return connection
+
+
 def _checked_out() -> tuple[Any, bool]:
-    """(this request's pooled DB-API connection, whether it is SQLite's), checked out on first use."""
+    """(this request's DB-API connection, whether it is SQLite's), taken on first use."""
     found = g.get("_driver_connection")
     if found is None:
         engine = db.engine
-        found = g._driver_connection = (engine.raw_connection(), engine.dialect.name == "sqlite")
-    return found
+        if engine.dialect.name == "sqlite":
+            found = g._driver_connection = (_take_sqlite(engine), True, engine)
+        else:
+            found = g._driver_connection = (engine.raw_connection(), False, engine)
+    return found[0], found[1]
 
 
 def release(_exc: BaseException | None = None) -> None:
-    """Teardown: give the connection back to the pool (which rolls back an unfinished transaction)."""
+    """Teardown: give the connection back (PostgreSQL's to the pool, which rolls back an unfinished transaction;
+    SQLite's, rolled back here if a transaction is open, to the idle list)."""
     found = g.pop("_driver_connection", None)
-    if found is not None:
-        found[0].close()
+    if found is None:
+        return
+    connection, sqlite, engine = found
+    if not sqlite:
+        connection.close()
+        return
+    if connection.in_transaction:
+        connection.rollback()
+    idle = _idle_sqlite(engine)
+    if len(idle) < _IDLE_SQLITE_MAX:
+        idle.append(connection)
+    else:
+        connection.close()
 
 
 def init_app(app: Flask) -> None:
@@ -58,15 +108,19 @@ def _for_dialect(statement: str, sqlite: bool) -> str:
 class Transaction:
     """Statements on one DB-API connection: the caller's if its session has a transaction open (so its pending
     writes and these commit together, as when everything went through the session, and SQLite's single writer
-    is not waited for by its own process), else this request's pooled connection."""
+    is not waited for by its own process), else this request's connection. `raw` runs DB-API calls (a pool's
+    proxy or, for SQLite outside a session, the sqlite3 connection itself); `driver` is the driver's own
+    connection object (psycopg's pipeline, sqlite3's executemany)."""
 
     def __init__(self) -> None:
         self.in_session = db.session.registry.has() and db.session().in_transaction()
         if self.in_session:
             self.raw = db.session.connection().connection
             self.sqlite = db.engine.dialect.name == "sqlite"
+            self.driver = self.raw.driver_connection
         else:
             self.raw, self.sqlite = _checked_out()
+            self.driver = self.raw if self.sqlite else self.raw.driver_connection
 
     def execute(self, statement: str, params: dict[str, Any]) -> Any:
         """Run one statement with named parameters; the cursor."""

@@ -7,15 +7,16 @@ request's pooled connection) instead of SQLAlchemy statements and the session: t
 statements themselves (the session's connection and commit alone were a fifth of a report's CPU). On PostgreSQL
 a batch is one statement (a CTE: look up, mark, count, bump, three rollup upserts) whose text does not depend on
 the batch, so psycopg prepares it once per connection, committed asynchronously (below); on SQLite, which has no
-data-modifying CTEs, it is a few short statements, all reads before the first write, so the database's single
-write lock is held as briefly as possible.
+data-modifying CTEs, it is one UPDATE … FROM … RETURNING per type that looks the messages up, marks them and
+returns what the counters need, then one statement per counter table; only reports that marked nothing (repeats,
+unknown messages) are looked up again to tell the two apart. A separate lookup before the write, then the
+UPDATE, cost more in Python and in SQLite than the write lock it kept free (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,24 +51,13 @@ class EventReport:
     unknown_devices: list[tuple[str, str]] = field(default_factory=list)  # (campaign UUID, device token)
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """A reported message: its ids, where it counts in the rollups, and the earliest time an event can have."""
-
-    id: int
-    campaign_id: int | None
-    platform: str | None
-    source: str
-    earliest: datetime
-
-
 def record_events(events: list[DeviceEvent], *, app_id: int | None) -> EventReport:
     """Record events of this app's messages (any app's when app_id is None); an open (or a receipt) counts once per
     message however often it is reported, also across requests and concurrently."""
     report = EventReport()
     if events:
         tx = Transaction()
-        raw = tx.raw.driver_connection
+        raw = tx.driver
         if tx.sqlite:
             _record_sqlite(raw, events, app_id, report)
         else:
@@ -199,6 +189,7 @@ def _record_postgresql(raw: Any, events: list[DeviceEvent], app_id: int | None, 
 # ---------------------------------------------------------------------------------------------------- SQLite
 
 _TARGET_COLUMNS = "m.id, m.campaign_id, m.sent_at, m.created_at, d.platform, c.source, c.app_id"
+# Only for the reports that changed nothing (repeats and unknown messages): which of them name an existing message.
 # The app is checked on the rows, not in the WHERE clause: given `campaigns.app_id = ?`, SQLite (without
 # statistics) starts from the app's campaigns and walks all their messages instead of looking the UUIDs up.
 _BY_UUID = f"""SELECT m.uuid, {_TARGET_COLUMNS}
@@ -210,10 +201,27 @@ _BY_PAIR = f"""SELECT p.campaign, p.token, {_TARGET_COLUMNS}
 FROM (SELECT json_extract(value, '$[0]') AS campaign, json_extract(value, '$[1]') AS token FROM json_each(?)) p
 JOIN campaigns c ON c.uuid = p.campaign JOIN devices d ON d.app_id = c.app_id AND d.token = p.token
 JOIN messages m ON m.campaign_id = c.id AND m.device_id = d.id"""
-# The IS NULL guard makes a report idempotent across requests too: of two racing reports, one changes the row. An
-# event is no change of the message's state, so changed_at stays (final failures are counted by it).
-_MARK = {kind: f"UPDATE messages SET {kind}_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND {kind}_at IS NULL "
-               "RETURNING id" for kind in EVENT_TYPES}
+
+# One UPDATE per type and form looks the messages up, marks them and returns what the counters need. The IS NULL
+# guard makes a report idempotent across requests too: of two racing reports, one changes the row. A device clock
+# is trusted only between the send and now (timestamps are text in one format here, so min/max order them as
+# times). An event is no change of the message's state, so changed_at stays (final failures are counted by it).
+_SET = "{kind}_at = min(max(coalesce(e.at, :now), coalesce(messages.sent_at, messages.created_at)), :now)"
+_RETURNING = ("messages.campaign_id, messages.{kind}_at, (SELECT platform FROM devices WHERE id = messages.device_id), "
+              "(SELECT source FROM campaigns WHERE id = messages.campaign_id)")
+_MARK_BY_UUID = {kind: f"""UPDATE messages SET {_SET.format(kind=kind)}
+FROM (SELECT json_extract(value, '$[0]') AS uuid, json_extract(value, '$[1]') AS at FROM json_each(:events)) AS e
+WHERE messages.uuid = e.uuid AND messages.{kind}_at IS NULL
+  AND (:app IS NULL OR (SELECT app_id FROM campaigns WHERE id = messages.campaign_id) = :app)
+RETURNING {_RETURNING.format(kind=kind)}, messages.uuid""" for kind in EVENT_TYPES}
+_MARK_BY_PAIR = {kind: f"""UPDATE messages SET {_SET.format(kind=kind)}
+FROM (SELECT json_extract(value, '$[0]') AS campaign, json_extract(value, '$[1]') AS token,
+             json_extract(value, '$[2]') AS at FROM json_each(:events)) AS e
+JOIN campaigns c ON c.uuid = e.campaign JOIN devices d ON d.app_id = c.app_id AND d.token = e.token
+WHERE messages.campaign_id = c.id AND messages.device_id = d.id AND messages.{kind}_at IS NULL
+  AND (:app IS NULL OR c.app_id = :app)
+RETURNING {_RETURNING.format(kind=kind)}, (SELECT uuid FROM campaigns WHERE id = messages.campaign_id),
+          (SELECT token FROM devices WHERE id = messages.device_id)""" for kind in EVENT_TYPES}
 _BUMP = "UPDATE campaigns SET opened = opened + ? WHERE id = ?"
 
 
@@ -232,72 +240,80 @@ _UPSERTS = (
 )
 
 
-def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, report: EventReport) -> None:
-    """Look up, then (one UPDATE per type and time, the counter, the rollups) with nothing in between."""
-    bind, result = functools.partial(stored_utc, sqlite=True), time_value
-    uuids = sorted({e.message_uuid for e in events if e.message_uuid is not None})
-    pairs = sorted({(e.campaign_uuid, e.device_token) for e in events if e.message_uuid is None})
+def _key(event: DeviceEvent) -> tuple[str, Any]:
+    """What an event reports: (its type, its message UUID, or its (campaign UUID, device token))."""
+    if event.message_uuid is not None:
+        return event.type, event.message_uuid
+    return event.type, (event.campaign_uuid, event.device_token)
 
-    def targets(sql: str, keys: list[Any], width: int) -> dict[Any, _Target]:
-        found = {}
+
+def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, report: EventReport) -> None:
+    """Mark (one UPDATE per type and form), then the counter and the rollups, then sort out what marked nothing.
+
+    The first report of a message and type in the batch gives the time; later ones are duplicates. The message
+    form is marked before the campaign + device form, so a message named both ways in one batch takes the time
+    of its `message` report."""
+    bind = functools.partial(stored_utc, sqlite=True)
+    now = bind(utcnow())
+    firsts: dict[tuple[str, Any], DeviceEvent] = {}
+    for event in events:
+        firsts.setdefault(_key(event), event)
+    marked: set[tuple[str, Any]] = set()
+    counted: list[tuple[str, Any, str, str | None, str]] = []  # (kind, campaign id, time text, platform, source)
+    for kind in EVENT_TYPES:
+        by_uuid = [[e.message_uuid, e.at and bind(e.at)] for (k, _), e in firsts.items()
+                   if k == kind and e.message_uuid is not None]
+        by_pair = [[e.campaign_uuid, e.device_token, e.at and bind(e.at)] for (k, _), e in firsts.items()
+                   if k == kind and e.message_uuid is None]
+        for sql, rows in ((_MARK_BY_UUID[kind], by_uuid), (_MARK_BY_PAIR[kind], by_pair)):
+            if rows:
+                for campaign_id, at, platform, source, *named in raw.execute(
+                        sql, {"events": json.dumps(rows), "now": now, "app": app_id}):
+                    marked.add((kind, named[0] if len(named) == 1 else tuple(named)))
+                    if campaign_id is not None:
+                        counted.append((kind, campaign_id, at, platform, source or "adhoc"))
+    report.counted = len(marked)
+    _write_counts(raw, bind, counted)
+    if len(marked) < len(events):  # some reports marked nothing: repeats, or unknown messages
+        _sort_out(raw, events, app_id, marked, report)
+
+
+def _sort_out(raw: Any, events: list[DeviceEvent], app_id: int | None, marked: set[tuple[str, Any]],
+              report: EventReport) -> None:
+    """Each report that marked nothing is a duplicate if it names an existing message (of this app), else unknown."""
+    named = {_key(event)[1] for event in events if _key(event) not in marked}
+    uuids = sorted(name for name in named if isinstance(name, str))
+    pairs = sorted(name for name in named if not isinstance(name, str))
+    known: set[Any] = set()
+    for sql, keys in ((_BY_UUID, uuids), (_BY_PAIR, [list(p) for p in pairs])):
         for row in raw.execute(sql, (json.dumps(keys),)) if keys else ():
             if app_id is None or row[-1] == app_id:
-                key = row[0] if width == 1 else tuple(row[:width])
-                found[key] = _Target(row[width], row[width + 1], row[width + 4], row[width + 5] or "adhoc",
-                                     result(row[width + 2] or row[width + 3]))
-        return found
-
-    by_uuid, by_pair = targets(_BY_UUID, uuids, 1), targets(_BY_PAIR, [list(p) for p in pairs], 2)
-    resolved = []
+                known.add(row[0] if sql is _BY_UUID else (row[0], row[1]))
+    first = set(marked)
     for event in events:
-        target = (by_uuid.get(event.message_uuid) if event.message_uuid is not None
-                  else by_pair.get((event.campaign_uuid, event.device_token)))
-        if target is None:
-            _unknown(event, report)
+        key = _key(event)
+        if key in first:
+            first.discard(key)  # the report that counted
+        elif key in marked or key[1] in known:
+            report.duplicates += 1
         else:
-            resolved.append((event, target))
-    groups = sorted(_first_reports(resolved, report, utcnow()).items())
-    counted: list[tuple[str, datetime, _Target]] = []
-    for (kind, at), group in groups:  # the first write takes the write lock: everything is prepared by now
-        by_id = {t.id: t for t in group}
-        changed = [row[0] for row in raw.execute(_MARK[kind], (bind(at), json.dumps(sorted(by_id))))]
-        report.counted += len(changed)
-        report.duplicates += len(group) - len(changed)
-        counted.extend((kind, at, by_id[i]) for i in changed)
-    _write_counts(raw, bind, counted)
+            _unknown(event, report)
 
 
-def _write_counts(raw: Any, bind: Any, counted: list[tuple[str, datetime, _Target]]) -> None:
+def _write_counts(raw: Any, bind: Any, counted: list[tuple[str, Any, str, str | None, str]]) -> None:
     """The campaigns' open counters and the three rollups, one executemany each, rows in key order."""
-    per_campaign: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
-    curve: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
-    traffic: dict[tuple[Any, ...], Counter[str]] = defaultdict(Counter)
-    for kind, at, target in counted:
-        if target.campaign_id is None:
-            continue
-        hour = bind(hour_of(at))
-        per_campaign[(target.campaign_id,)][kind] += 1
-        curve[(target.campaign_id, hour)][kind] += 1
-        traffic[(hour, target.platform or UNKNOWN_PLATFORM, target.source)][kind] += 1
-    opened = [(counts["opened"], key[0]) for key, counts in sorted(per_campaign.items()) if counts["opened"]]
+    per_campaign: dict[tuple[Any, ...], list[int]] = {}
+    curve: dict[tuple[Any, ...], list[int]] = {}
+    traffic: dict[tuple[Any, ...], list[int]] = {}
+    for kind, campaign_id, at, platform, source in counted:
+        hour = bind(hour_of(time_value(at)))
+        column = 0 if kind == "opened" else 1
+        for rows, key in ((per_campaign, (campaign_id,)), (curve, (campaign_id, hour)),
+                          (traffic, (hour, platform or UNKNOWN_PLATFORM, source))):
+            rows.setdefault(key, [0, 0])[column] += 1
+    opened = [(counts[0], key[0]) for key, counts in sorted(per_campaign.items()) if counts[0]]
     if opened:
         raw.executemany(_BUMP, opened)
     for sql, rows in zip(_UPSERTS, (per_campaign, curve, traffic), strict=True):
         if rows:
-            raw.executemany(sql, [(*key, counts["opened"], counts["received"]) for key, counts in sorted(rows.items())])
-
-
-def _first_reports(resolved: list[tuple[DeviceEvent, _Target]], report: EventReport,
-                   now: datetime) -> dict[tuple[str, datetime], list[_Target]]:
-    """(type, when) → messages, one report per message and type; a device clock is trusted only between the
-    send and now. Later reports of the same message in the batch (by either form) are duplicates."""
-    seen: set[tuple[str, int]] = set()
-    groups: dict[tuple[str, datetime], list[_Target]] = defaultdict(list)
-    for event, target in resolved:
-        if (event.type, target.id) in seen:
-            report.duplicates += 1
-            continue
-        seen.add((event.type, target.id))
-        at = min(max(event.at or now, target.earliest), now)
-        groups[event.type, at].append(target)
-    return groups
+            raw.executemany(sql, [(*key, *counts) for key, counts in sorted(rows.items())])
