@@ -35,20 +35,30 @@ _PLACEHOLDER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
 # Idle SQLite connections per engine (by id: a WeakKeyDictionary lookup cost more than the rest of taking one; the
-# entry goes with the engine), with the process that opened them: a forked child (a gunicorn worker) opens its own.
-# Bounded by the requests a process runs at once.
-_IDLE_SQLITE: dict[int, tuple[int, list[Any]]] = {}
+# entry goes with the engine). Bounded by the requests a process runs at once.
+_IDLE_SQLITE: dict[int, list[Any]] = {}
 _IDLE_SQLITE_MAX = 8
+# A forked child (a gunicorn worker) opens its own: its copies of the parent's are kept here, never used and never
+# closed (SQLite forbids using a connection across fork(), and closing the last one checkpoints the WAL).
+_INHERITED: list[dict[int, list[Any]]] = []
+
+
+def _forget_inherited() -> None:
+    """In a forked child: set the parent's connections aside."""
+    _INHERITED.append(dict(_IDLE_SQLITE))
+    _IDLE_SQLITE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
 
 
 def _idle_sqlite(engine: Any) -> list[Any]:
     """This process's idle connections of the engine."""
     found = _IDLE_SQLITE.get(id(engine))
-    if found is None or found[0] != os.getpid():
-        if found is None:
-            weakref.finalize(engine, _IDLE_SQLITE.pop, id(engine), None)
-        found = _IDLE_SQLITE[id(engine)] = (os.getpid(), [])
-    return found[1]
+    if found is None:
+        found = _IDLE_SQLITE[id(engine)] = []
+        weakref.finalize(engine, _IDLE_SQLITE.pop, id(engine), None)
+    return found
 
 
 def _take_sqlite(engine: Any) -> Any:
