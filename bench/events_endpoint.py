@@ -1,13 +1,14 @@
 """Measure POST /api/v1/events under gunicorn (2 workers) against GET /api/v1/health in the same run.
 
-Run: .venv/bin/python bench/events_endpoint.py [--duration 10] [--concurrency 16] [--messages 100000]
+Run: .venv/bin/python bench/events_endpoint.py [--duration 10] [--rounds 5] [--concurrency 16] [--messages 100000]
      [--workers 2] [--batch 1] [--postgres] [--only sqlite|postgresql] [--quick]
 A fresh database (a temporary SQLite file, or with --postgres the local server's own database
 `webadmin_bench_events`, created and dropped) is migrated with `flask db upgrade`; an audience and one sent campaign
 of --messages messages are built set-based (bench/engine_materialize.py), an API key is made, and gunicorn serves
 the app on 127.0.0.1. The load generator of bench/device_upsert.py (raw HTTP/1.1 on asyncio streams, one
-connection per request, as gunicorn's sync workers close them anyway) first measures the no-database baseline
-(health), then the events: each request reports --batch events (default 1: an app reports an open when it
+connection per request, as gunicorn's sync workers close them anyway) measures the no-database baseline (health)
+and the events in --rounds alternating pairs of phases (so both see the shared machine at the same speeds); each
+events request reports --batch events (default 1: an app reports an open when it
 happens), 60% opened and 40% received, a fifth of them a repeat of one already reported (counted once), one in a
 hundred for an unknown message. Afterwards the counts are checked: the campaign's opens, its rollup and the
 hourly rollups equal the distinct opens sent, and `analytics rebuild` changes nothing.
@@ -21,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import uuid
@@ -131,8 +133,25 @@ class EventMix:
         return len({m for body in self.known[:self.sent] for m, k in body if k == kind})
 
 
-async def _measure(client: HttpClient, secret: str, mix: EventMix, args: argparse.Namespace) -> tuple[Result, Result]:
-    """Baseline (health) then events, each after a short warm-up."""
+def _merged(name: str, parts: list[Result]) -> Result:
+    """One phase's rounds as one result (rates and CPU per request over all of them)."""
+    merged = Result(name)
+    for part in parts:
+        merged.seconds += part.seconds
+        merged.latencies += part.latencies
+        merged.errors += part.errors
+        merged.server_cpu += part.server_cpu
+        merged.client_cpu += part.client_cpu
+        for status, count in part.statuses.items():
+            merged.statuses[status] = merged.statuses.get(status, 0) + count
+    return merged
+
+
+async def _measure(client: HttpClient, secret: str, mix: EventMix,
+                   args: argparse.Namespace) -> tuple[Result, Result, list[float]]:
+    """Baseline (health) and events after a short warm-up each, in --rounds alternating pairs of phases (health
+    first in even rounds, events first in odd ones), so a change in the shared machine's speed during the run
+    weighs on both alike; returns both merged and each round's events/health rate ratio."""
     await _wait_ready(client)
     auth = f"Authorization: Bearer {secret}\r\nContent-Type: application/json\r\n"
 
@@ -143,10 +162,15 @@ async def _measure(client: HttpClient, secret: str, mix: EventMix, args: argpars
         return await client.send("POST", "/api/v1/events", mix.body(), auth)
 
     await _run_phase("warm-up", health, client.server_pid, args.concurrency, 1.0, 2000)
-    baseline = await _run_phase("health", health, client.server_pid, args.concurrency, args.duration, 10**7)
     await _run_phase("warm-up", events, client.server_pid, args.concurrency, 1.0, 2000)
-    measured = await _run_phase("events", events, client.server_pid, args.concurrency, args.duration, 10**7)
-    return baseline, measured
+    seconds = args.duration / args.rounds
+    rounds: dict[str, list[Result]] = {"health": [], "events": []}
+    for index in range(args.rounds):
+        order = [("health", health), ("events", events)]
+        for name, send in order if index % 2 == 0 else reversed(order):
+            rounds[name].append(await _run_phase(name, send, client.server_pid, args.concurrency, seconds, 10**7))
+    ratios = [e.rate / h.rate for h, e in zip(rounds["health"], rounds["events"], strict=True)]
+    return _merged("health", rounds["health"]), _merged("events", rounds["events"]), ratios
 
 
 def _check(url: str, folder: Path, campaign_id: int, mix: EventMix) -> str:
@@ -180,13 +204,14 @@ def run(kind: str, args: argparse.Namespace) -> None:
         port = _free_port()
         server = _start_gunicorn(env, port, args.workers)
         try:
-            baseline, events = asyncio.run(_measure(HttpClient(port, server.pid), secret, mix, args))
+            baseline, events, ratios = asyncio.run(_measure(HttpClient(port, server.pid), secret, mix, args))
         finally:
             server.terminate()
             server.wait(timeout=30)
         print(f"[{kind}] gunicorn -w {args.workers} (sync), {args.concurrency} connections, {args.duration:.0f} s per "
-              f"phase, {args.batch} event(s) per request, {os.cpu_count()} CPUs shared with the load generator, load "
-              f"average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after")
+              f"phase in {args.rounds} alternating rounds, {args.batch} event(s) per request, {os.cpu_count()} CPUs "
+              f"shared with the load generator, load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
+              "after")
         print(f"[{kind}] {baseline.line()}")
         print(f"[{kind}] {events.line()}")
         ratio, p99 = events.rate / baseline.rate, events.percentile(99)
@@ -196,13 +221,16 @@ def run(kind: str, args: argparse.Namespace) -> None:
                     f"p99 {p99:.1f} ms (< {TARGET_P99_MS:.0f}: {'met' if p99 < TARGET_P99_MS else 'MISSED'})",
                     f"{events.errors} errors ({'met' if events.errors == 0 else 'MISSED'})"]
         print(f"[{kind}] events: " + "; ".join(verdicts))
+        print(f"[{kind}] events/health per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+              + f" (median {statistics.median(ratios):.2f})")
         print(f"[{kind}] {_check(url, folder, campaign_id, mix)}")
 
 
 def main() -> None:
     """Parse options and run on SQLite (and PostgreSQL when asked)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase (all rounds)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating health/events rounds the phases take")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--messages", type=int, default=100_000, help="messages of the campaign events are about")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
@@ -212,7 +240,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short phases, small campaign (a smoke test)")
     args = parser.parse_args()
     if args.quick:
-        args.duration, args.messages = 2.0, 20_000
+        args.duration, args.messages, args.rounds = 2.0, 20_000, 2
     if args.only != "postgresql":
         run("sqlite", args)
     if args.only == "postgresql" or (args.postgres and args.only is None):
