@@ -36,6 +36,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "audience_scale": ["--subscribers", "20000", "--small", "1000", "--requests", "20"],
     "csv_import": ["--lines", "10000", "--small", "1000"],
     "device_upsert": ["--duration", "2"],
+    "events_in_process": ["--messages", "5000", "--chunk", "100", "--chunks", "5"],
     "fcm_throughput": ["-n", "1000", "--runs", "1"],
 }
 
