@@ -35,6 +35,7 @@ def test_an_api_push_with_a_fallback_sends_sms_to_those_who_did_not_open(push_ap
     assert answer.status_code == 202, answer.json
     campaign = db.session.get(Campaign, answer.json["id"])
     assert (campaign.sms_fallback_seconds, campaign.sms_fallback_text) == (600, f"Half price today {LINK}")
+    assert answer.json["smsFallback"] == {"afterSeconds": 600, "text": f"Half price today {LINK}"}  # as it will go
 
     assert tick(later(minutes=5))["created"] == 0  # inside the window
     assert tick(later(minutes=11))["created"] == 2
@@ -57,6 +58,7 @@ def test_without_the_field_there_is_no_fallback(push_app, sms_channel, api_clien
     assert answer.status_code == 202
     campaign = db.session.get(Campaign, answer.json["id"])
     assert (campaign.sms_fallback_seconds, campaign.sms_fallback_text) == (None, None)
+    assert answer.json["smsFallback"] is None
 
 
 @pytest.mark.parametrize(

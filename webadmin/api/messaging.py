@@ -110,7 +110,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Campaign": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["id", "uuid", "status", "source", "targeted", "sent", "failed", "opened", "scheduledAt"],
+        "required": ["id", "uuid", "status", "source", "targeted", "sent", "failed", "opened", "scheduledAt",
+                     "smsFallback"],
         "properties": {
             "id": {"type": "integer"},
             "uuid": {"type": "string"},
@@ -121,6 +122,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "failed": {"type": "integer"},
             "opened": {"type": "integer"},
             "scheduledAt": {**_NULLABLE, "format": "date-time"},
+            "smsFallback": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "required": ["afterSeconds", "text"],
+                "properties": {"afterSeconds": {"type": "integer"}, "text": {"type": "string"}},
+                "description": "The SMS fallback (null: none), with the text it sends: the given one, or the "
+                "push text and its https link when none was given.",
+            },
         },
     },
     "ShareRequest": {
@@ -229,6 +238,8 @@ def campaign_json(campaign: Campaign) -> dict[str, Any]:
         "failed": campaign.failed,
         "opened": campaign.opened,
         "scheduledAt": campaign.scheduled_at.isoformat() if campaign.scheduled_at else None,
+        "smsFallback": None if campaign.sms_fallback_seconds is None else {
+            "afterSeconds": campaign.sms_fallback_seconds, "text": campaign.sms_fallback_text or ""},
     }
 
 
