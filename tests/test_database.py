@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_sqlite_requests_reuse_a_connection_and_leave_nothing_open(app):
 
 
 @sqlite_only
-def test_idle_sqlite_connections_are_bounded(app):
+def test_idle_sqlite_connections_are_bounded_and_closed_with_the_engine(app):
     with contextlib.ExitStack() as requests:
         held = []
         for _ in range(driver_sql._IDLE_SQLITE_MAX + 3):  # more requests at once than are kept afterwards
@@ -45,6 +46,10 @@ def test_idle_sqlite_connections_are_bounded(app):
         assert len({id(c) for c in held}) == len(held)
     kept = driver_sql._idle_sqlite(db.engine)
     assert len(kept) == driver_sql._IDLE_SQLITE_MAX and all(c in held for c in kept)
+    db.engine.dispose()  # closes them, as it closes the pool's
+    assert driver_sql._idle_sqlite(db.engine) == []
+    with pytest.raises(sqlite3.ProgrammingError):
+        kept[0].execute("SELECT 1")
 
 
 @sqlite_only

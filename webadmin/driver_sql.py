@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, g
+from sqlalchemy import event
 
 from webadmin.extensions import db
 
@@ -58,7 +59,15 @@ def _idle_sqlite(engine: Any) -> list[Any]:
     if found is None:
         found = _IDLE_SQLITE[id(engine)] = []
         weakref.finalize(engine, _IDLE_SQLITE.pop, id(engine), None)
+        if not event.contains(engine, "engine_disposed", _close_idle):
+            event.listen(engine, "engine_disposed", _close_idle)
     return found
+
+
+def _close_idle(engine: Any) -> None:
+    """Engine.dispose() closes the pool's connections; it closes the idle ones here too."""
+    for connection in _IDLE_SQLITE.pop(id(engine), []):
+        connection.close()
 
 
 def _take_sqlite(engine: Any) -> Any:
