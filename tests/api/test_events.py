@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from tests.api.conftest import client_with_key
 from tests.api.factories import make_api_key, make_app, make_device, make_subscriber
+from webadmin import driver_sql
 from webadmin.api import openapi
 from webadmin.api.events import parse_batch
 from webadmin.api.validation import ApiError
@@ -21,6 +22,7 @@ from webadmin.models.audience import Device
 from webadmin.models.campaign import Campaign
 from webadmin.models.message import Message
 from webadmin.services import rollups
+from webadmin.services.events import DeviceEvent, record_events
 
 MESSAGE = "00000000-0000-4000-8000-00000000000a"
 CAMPAIGN = "00000000-0000-4000-8000-00000000000c"
@@ -200,3 +202,16 @@ def test_concurrent_reports_of_the_same_events_count_once(app, api_app, api_key,
     assert sum(answer.json["duplicates"] for answer in answers) == 4 * 5
     assert _rollup_opens(campaign) == (3, 3, 3)
     assert db.session.get(CampaignRollup, campaign.id).received == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_asynchronous_commit_stays_with_the_event_transaction(app):
+    """A report commits with `SET LOCAL synchronous_commit = off` (and a forced generic plan): LOCAL, so the pooled
+    connection's next transactions, which may be any other write of the product, still wait for the flush."""
+    connection = driver_sql.Transaction().driver
+    before = connection.execute("SHOW synchronous_commit").fetchone()[0]
+    report = record_events([DeviceEvent(MESSAGE, "opened")], app_id=None)
+    assert report.unknown == [MESSAGE]  # the statement ran and committed
+    assert driver_sql.Transaction().driver is connection  # the same connection, after the commit
+    assert connection.execute("SHOW synchronous_commit").fetchone()[0] == before != "off"
+    assert connection.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
