@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 
 import jsonschema_rs
 import pytest
@@ -215,3 +216,29 @@ def test_the_asynchronous_commit_stays_with_the_event_transaction(app):
     assert driver_sql.Transaction().driver is connection  # the same connection, after the commit
     assert connection.execute("SHOW synchronous_commit").fetchone()[0] == before != "off"
     assert connection.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
+
+
+def test_device_times_at_the_ends_of_the_calendar_are_clamped_not_fatal(app, api_app, api_client):
+    app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    campaign = _campaign(api_app, api_client, {"tok-a": "android"})
+    a = _message(campaign, "tok-a")
+    batch = {"events": [{"message": a.uuid, "type": "opened", "at": "0001-01-01T00:00:00+01:00"},  # year 0 in UTC
+                        {"message": a.uuid, "type": "received", "at": "9999-12-31T23:59:00-01:00"}]}  # year 10000
+    answer = api_client.post("/api/v1/events", json=batch)
+    assert answer.status_code == 200, answer.json
+    assert answer.json["counted"] == 2
+    db.session.expire_all()
+    a = _message(campaign, "tok-a")
+    assert a.opened_at == a.sent_at and a.sent_at <= a.received_at <= datetime.now(UTC)
+
+
+def test_a_message_of_another_app_is_unknown_by_its_uuid_too(app, api_app, api_client):
+    app.config["ENGINE_KEEP_CONNECTIONS"] = False
+    other_app = make_app("Other")
+    theirs = _campaign(other_app, client_with_key(app, make_api_key(other_app)[1]), {"tok-z": "ios"})
+    their_message = _message(theirs, "tok-z")
+    answer = api_client.post("/api/v1/events", json={"events": [{"message": their_message.uuid, "type": "opened"}]})
+    assert answer.json == {"counted": 0, "duplicates": 0, "unknownMessages": [their_message.uuid],
+                           "unknownCampaignDevices": []}
+    db.session.expire_all()
+    assert _message(theirs, "tok-z").opened_at is None and _rollup_opens(theirs)[:2] == (0, 0)

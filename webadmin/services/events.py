@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from webadmin.driver_sql import Transaction, stored_utc, time_value
@@ -223,6 +223,7 @@ WHERE messages.campaign_id = c.id AND messages.device_id = d.id AND messages.{ki
 RETURNING {_RETURNING.format(kind=kind)}, (SELECT uuid FROM campaigns WHERE id = messages.campaign_id),
           (SELECT token FROM devices WHERE id = messages.device_id)""" for kind in EVENT_TYPES}
 _BUMP = "UPDATE campaigns SET opened = opened + ? WHERE id = ?"
+_FLOOR = datetime(1970, 1, 1, tzinfo=UTC)  # before any message
 
 
 def _upsert_sql(table: str, keys: tuple[str, ...], counts: tuple[str, ...]) -> str:
@@ -252,18 +253,25 @@ def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, repo
 
     The first report of a message and type in the batch gives the time; later ones are duplicates. The message
     form is marked before the campaign + device form, so a message named both ways in one batch takes the time
-    of its `message` report."""
+    of its `message` report (PostgreSQL: of the first report in the batch; the counts are the same)."""
     bind = functools.partial(stored_utc, sqlite=True)
-    now = bind(utcnow())
+    moment = utcnow()
+    now = bind(moment)
+
+    def device_time(at: datetime | None) -> str | None:
+        """The device's time as stored text, cut to [1970, now] first (SQL then cuts it to the send): a time at
+        either end of the calendar has no UTC text (0001-01-01T00:00+01:00 is in year 0 in UTC)."""
+        return None if at is None else bind(min(max(at, _FLOOR), moment))
+
     firsts: dict[tuple[str, Any], DeviceEvent] = {}
     for event in events:
         firsts.setdefault(_key(event), event)
     marked: set[tuple[str, Any]] = set()
     counted: list[tuple[str, Any, str, str | None, str]] = []  # (kind, campaign id, time text, platform, source)
     for kind in EVENT_TYPES:
-        by_uuid = [[e.message_uuid, e.at and bind(e.at)] for (k, _), e in firsts.items()
+        by_uuid = [[e.message_uuid, device_time(e.at)] for (k, _), e in firsts.items()
                    if k == kind and e.message_uuid is not None]
-        by_pair = [[e.campaign_uuid, e.device_token, e.at and bind(e.at)] for (k, _), e in firsts.items()
+        by_pair = [[e.campaign_uuid, e.device_token, device_time(e.at)] for (k, _), e in firsts.items()
                    if k == kind and e.message_uuid is None]
         for sql, rows in ((_MARK_BY_UUID[kind], by_uuid), (_MARK_BY_PAIR[kind], by_pair)):
             if rows:
