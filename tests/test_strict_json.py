@@ -34,6 +34,22 @@ def test_what_no_database_stores_is_refused_with_its_reason(data, says):
         strict_json.loads(data)
 
 
+@pytest.mark.parametrize("data", [
+    '["\\ud800"]'.encode("utf-16-le"),  # an escaped half pair, in an encoding where the bytes hide the escape
+    '["\\udc00"]'.encode("utf-32"),
+    b'["\xed\xa0\x80"]',  # a raw half pair in UTF-8 bytes (json.loads lets it through)
+    '["\ud800"]',  # and in a str
+])
+def test_half_surrogate_pairs_are_refused_however_they_come(data):
+    with pytest.raises(strict_json.RefusedJson, match="surrogate"):
+        strict_json.loads(data)
+
+
+def test_a_bom_before_text_is_refused_as_json_loads_refuses_it():
+    with pytest.raises(json.JSONDecodeError, match="BOM"):
+        strict_json.loads("\ufeff{}")
+
+
 @pytest.mark.parametrize("data", ["\ufeff{}", b"\xff\xfe\xfa", b'{"a": 1', "{'a': 1}", b""])
 def test_malformed_text_is_a_value_error(data):
     with pytest.raises(ValueError):

@@ -36,13 +36,19 @@ def loads(data: bytes | str) -> Any:
     try:
         if isinstance(data, str):
             if data.startswith("\ufeff"):
-                raise ValueError("Unexpected UTF-8 BOM")  # what json.loads says
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)  # as json.loads
             text = data
         else:
             text = data.decode(json.detect_encoding(data), "surrogatepass")  # what json.loads does
         value = _DECODER.decode(text)
-        if (b"\\u" if isinstance(data, bytes) else "\\u") in data:
-            # Lone surrogate escapes decode to strings no database driver (nor a UTF-8 page) can encode.
+        # Lone surrogates decode to strings no database driver (nor a UTF-8 page) can encode: raw ones (in a str, or
+        # let through by surrogatepass from the bytes) and \u escapes of half a pair.
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:
+                raise RefusedJson("the text holds half of a surrogate pair, not a character") from exc
+        if "\\u" in text:
             json.dumps(value, ensure_ascii=False).encode()
     except RecursionError as exc:
         raise RefusedJson("nested too deeply") from exc
