@@ -46,10 +46,15 @@ def test_idle_sqlite_connections_are_bounded_and_closed_with_the_engine(app):
         assert len({id(c) for c in held}) == len(held)
     kept = driver_sql._idle_sqlite(db.engine)
     assert len(kept) == driver_sql._IDLE_SQLITE_MAX and all(c in held for c in kept)
-    db.engine.dispose()  # closes them, as it closes the pool's
-    assert driver_sql._idle_sqlite(db.engine) == []
+    with app.app_context():
+        in_use = driver_sql.Transaction().raw
+        db.engine.dispose()  # closes the idle ones, as it closes the pool's
+        assert driver_sql._idle_sqlite(db.engine) == []
     with pytest.raises(sqlite3.ProgrammingError):
         kept[0].execute("SELECT 1")
+    with pytest.raises(sqlite3.ProgrammingError):  # and the one in use then, once given back
+        in_use.execute("SELECT 1")
+    assert driver_sql._idle_sqlite(db.engine) == []
 
 
 @sqlite_only

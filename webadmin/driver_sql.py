@@ -58,28 +58,30 @@ def _idle_sqlite(engine: Any) -> list[Any]:
     found = _IDLE_SQLITE.get(id(engine))
     if found is None:
         found = _IDLE_SQLITE[id(engine)] = []
-        weakref.finalize(engine, _IDLE_SQLITE.pop, id(engine), None)
-        if not event.contains(engine, "engine_disposed", _close_idle):
+        if not event.contains(engine, "engine_disposed", _close_idle):  # once per engine
             event.listen(engine, "engine_disposed", _close_idle)
+            weakref.finalize(engine, _IDLE_SQLITE.pop, id(engine), None)
     return found
 
 
 def _close_idle(engine: Any) -> None:
-    """Engine.dispose() closes the pool's connections; it closes the idle ones here too."""
+    """Engine.dispose() closes the pool's connections; it closes the idle ones here too (and those in use when
+    it ran are closed when given back: `release` finds their list gone)."""
     for connection in _IDLE_SQLITE.pop(id(engine), []):
         connection.close()
 
 
-def _take_sqlite(engine: Any) -> Any:
+def _take_sqlite(engine: Any) -> tuple[Any, list[Any]]:
     """An idle sqlite3 connection, else a new one made by the pool (whose connect event set its pragmas) and
-    detached from it."""
+    detached from it; and the idle list it goes back to."""
+    idle = _idle_sqlite(engine)
     try:
-        return _idle_sqlite(engine).pop()  # atomic under the GIL: threads never share one
+        return idle.pop(), idle  # atomic under the GIL: threads never share one
     except IndexError:
         pooled = engine.raw_connection()
         connection = pooled.dbapi_connection
         pooled.detach()
-        return connection
+        return connection, idle
 
 
 def _checked_out() -> tuple[Any, bool]:
@@ -88,10 +90,10 @@ def _checked_out() -> tuple[Any, bool]:
     if found is None:
         engine = db.engine
         if engine.dialect.name == "sqlite":
-            found = g._driver_connection = (_take_sqlite(engine), True, engine)
+            found = g._driver_connection = (*_take_sqlite(engine), engine)
         else:
-            found = g._driver_connection = (engine.raw_connection(), False, engine)
-    return found[0], found[1]
+            found = g._driver_connection = (engine.raw_connection(), None, engine)
+    return found[0], found[1] is not None
 
 
 def release(_exc: BaseException | None = None) -> None:
@@ -100,16 +102,15 @@ def release(_exc: BaseException | None = None) -> None:
     found = g.pop("_driver_connection", None)
     if found is None:
         return
-    connection, sqlite, engine = found
-    if not sqlite:
+    connection, idle, engine = found
+    if idle is None:  # PostgreSQL
         connection.close()
         return
     if connection.in_transaction:
         connection.rollback()
-    idle = _idle_sqlite(engine)
-    if len(idle) < _IDLE_SQLITE_MAX:
+    if _IDLE_SQLITE.get(id(engine)) is idle and len(idle) < _IDLE_SQLITE_MAX:
         idle.append(connection)
-    else:
+    else:  # too many idle ones, or the engine was disposed while this one was in use
         connection.close()
 
 
