@@ -239,7 +239,7 @@ def campaign_json(campaign: Campaign) -> dict[str, Any]:
         "opened": campaign.opened,
         "scheduledAt": campaign.scheduled_at.isoformat() if campaign.scheduled_at else None,
         "smsFallback": None if campaign.sms_fallback_seconds is None else {
-            "afterSeconds": campaign.sms_fallback_seconds, "text": campaign.sms_fallback_text or ""},
+            "afterSeconds": campaign.sms_fallback_seconds, "text": campaign.sms_fallback_text or campaign.text},
     }
 
 
