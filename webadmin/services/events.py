@@ -3,7 +3,7 @@ rollups move in the same transaction.
 
 This is the events API's hot path (an app reports each open as it happens), so it runs fixed SQL on the DBAPI
 connection of a `driver_sql.Transaction` (the session's, inside its transaction, when one is open; else the
-request's pooled connection) instead of SQLAlchemy statements and the session: their machinery cost more than the
+request's own) instead of SQLAlchemy statements and the session: their machinery cost more than the
 statements themselves (the session's connection and commit alone were a fifth of a report's CPU). On PostgreSQL
 a batch is one statement (a CTE: look up, mark, count, bump, three rollup upserts) whose text does not depend on
 the batch, so psycopg prepares it once per connection, committed asynchronously (below); on SQLite, which has no
@@ -188,16 +188,15 @@ def _record_postgresql(raw: Any, events: list[DeviceEvent], app_id: int | None, 
 
 # ---------------------------------------------------------------------------------------------------- SQLite
 
-_TARGET_COLUMNS = "m.id, m.campaign_id, m.sent_at, m.created_at, d.platform, c.source, c.app_id"
-# Only for the reports that changed nothing (repeats and unknown messages): which of them name an existing message.
-# The app is checked on the rows, not in the WHERE clause: given `campaigns.app_id = ?`, SQLite (without
-# statistics) starts from the app's campaigns and walks all their messages instead of looking the UUIDs up.
-_BY_UUID = f"""SELECT m.uuid, {_TARGET_COLUMNS}
-FROM messages m LEFT JOIN campaigns c ON c.id = m.campaign_id LEFT JOIN devices d ON d.id = m.device_id
+# Only for the reports that marked nothing (repeats and unknown messages): which of them name an existing message,
+# and its campaign's app. The app is checked on the rows, not in the WHERE clause: given `campaigns.app_id = ?`,
+# SQLite (without statistics) starts from the app's campaigns and walks all their messages instead of looking the
+# UUIDs up.
+_BY_UUID = """SELECT m.uuid, c.app_id FROM messages m LEFT JOIN campaigns c ON c.id = m.campaign_id
 WHERE m.uuid IN (SELECT value FROM json_each(?))"""
 # A pair resolves through the unique indexes: campaign uuid, the campaign app's device (app_id, token), the message
 # (campaign_id, device_id). A token is unique per app only, so the device must be of the campaign's app.
-_BY_PAIR = f"""SELECT p.campaign, p.token, {_TARGET_COLUMNS}
+_BY_PAIR = """SELECT p.campaign, p.token, c.app_id
 FROM (SELECT json_extract(value, '$[0]') AS campaign, json_extract(value, '$[1]') AS token FROM json_each(?)) p
 JOIN campaigns c ON c.uuid = p.campaign JOIN devices d ON d.app_id = c.app_id AND d.token = p.token
 JOIN messages m ON m.campaign_id = c.id AND m.device_id = d.id"""
@@ -289,14 +288,16 @@ def _record_sqlite(raw: Any, events: list[DeviceEvent], app_id: int | None, repo
 def _sort_out(raw: Any, events: list[DeviceEvent], app_id: int | None, marked: set[tuple[str, Any]],
               report: EventReport) -> None:
     """Each report that marked nothing is a duplicate if it names an existing message (of this app), else unknown."""
-    named = {_key(event)[1] for event in events if _key(event) not in marked}
+    named = {key[1] for key in map(_key, events) if key not in marked}
     uuids = sorted(name for name in named if isinstance(name, str))
-    pairs = sorted(name for name in named if not isinstance(name, str))
+    pairs = sorted(list(name) for name in named if not isinstance(name, str))
     known: set[Any] = set()
-    for sql, keys in ((_BY_UUID, uuids), (_BY_PAIR, [list(p) for p in pairs])):
-        for row in raw.execute(sql, (json.dumps(keys),)) if keys else ():
-            if app_id is None or row[-1] == app_id:
-                known.add(row[0] if sql is _BY_UUID else (row[0], row[1]))
+    for row in raw.execute(_BY_UUID, (json.dumps(uuids),)) if uuids else ():
+        if app_id is None or row[1] == app_id:
+            known.add(row[0])
+    for row in raw.execute(_BY_PAIR, (json.dumps(pairs),)) if pairs else ():
+        if app_id is None or row[2] == app_id:
+            known.add((row[0], row[1]))
     first = set(marked)
     for event in events:
         key = _key(event)
