@@ -13,7 +13,6 @@ events endpoint's own cost much less noisily than a gunicorn run on a shared mac
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import sys
@@ -27,22 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from engine_materialize import bench_database  # noqa: E402
 from events_endpoint import EventMix, _prepare  # noqa: E402
+from werkzeug.test import EnvironBuilder  # noqa: E402
 
 
 def _environ(method: str, path: str, body: bytes = b"", authorization: str | None = None) -> dict[str, Any]:
-    """A WSGI environ as gunicorn builds it for this request."""
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-        "HTTP_HOST": "127.0.0.1:8000", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
-    if body:
-        environ.update(CONTENT_LENGTH=str(len(body)), CONTENT_TYPE="application/json")
-    if authorization:
-        environ["HTTP_AUTHORIZATION"] = authorization
-    return environ
+    """The WSGI environ of this request (built before the timing starts)."""
+    headers = {"Authorization": authorization} if authorization else {}
+    return EnvironBuilder(path=path, method=method, data=body or None, headers=headers,
+                          content_type="application/json" if body else None).get_environ()
 
 
 def _call(app: Any, environ: dict[str, Any]) -> str:
